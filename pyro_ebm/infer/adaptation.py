@@ -1,0 +1,161 @@
+"""Warmup adaptation: dual averaging of the step size and Welford estimates of the mass matrix.
+
+References
+----------
+Nesterov (2009), *Primal-dual subgradient methods for convex problems*; Hoffman & Gelman (2014),
+*The No-U-Turn Sampler*, JMLR 15, Algorithm 5 (dual averaging of :math:`\\log\\epsilon`);
+Welford (1962) and Chan, Golub & LeVeque (1979) for the streaming, pooled variance; the
+windowed schedule follows Stan's reference manual (fast / slow doubling windows / fast).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["DualAveraging", "WelfordCovariance", "warmup_windows"]
+
+
+class DualAveraging:
+    """Dual averaging of :math:`\\log \\epsilon` towards a target acceptance probability.
+
+    With :math:`H_t = \\delta - a_t` the gap between target and observed acceptance,
+
+    .. math::
+        \\bar H_t = (1 - \\tfrac{1}{t + t_0}) \\bar H_{t-1} + \\tfrac{1}{t + t_0} H_t, \\quad
+        \\log\\epsilon_t = \\mu - \\tfrac{\\sqrt t}{\\gamma} \\bar H_t, \\quad
+        \\log\\bar\\epsilon_t = t^{-\\kappa} \\log\\epsilon_t + (1 - t^{-\\kappa})
+        \\log\\bar\\epsilon_{t-1},
+
+    with :math:`\\mu = \\log(10 \\epsilon_0)`. ``shape`` is ``()`` for one step size shared by all
+    chains (updated with their mean acceptance) or the chain shape for one per chain.
+    """
+
+    def __init__(
+        self,
+        step_size: Tensor,
+        target_accept: float,
+        *,
+        gamma: float = 0.05,
+        t0: float = 10.0,
+        kappa: float = 0.75,
+    ) -> None:
+        self.target_accept = target_accept
+        self.gamma, self.t0, self.kappa = gamma, t0, kappa
+        self.restart(step_size)
+
+    def restart(self, step_size: Tensor) -> None:
+        """Start a new averaging run around ``step_size`` (after a mass-matrix update)."""
+        log_eps = step_size.log()
+        self.mu = math.log(10.0) + log_eps
+        self.log_step = log_eps.clone()
+        self.log_step_avg = torch.zeros_like(log_eps)
+        self.h_avg = torch.zeros_like(log_eps)
+        self.t = 0
+
+    def update(self, acceptance: Tensor) -> Tensor:
+        """Record one transition's acceptance; returns the step size to use next."""
+        if self.log_step.dim() == 0:
+            acceptance = acceptance.mean()
+        acceptance = torch.nan_to_num(acceptance, nan=0.0).to(self.log_step.dtype)
+        self.t += 1
+        t = self.t
+        eta = 1.0 / (t + self.t0)
+        self.h_avg = (1 - eta) * self.h_avg + eta * (self.target_accept - acceptance)
+        self.log_step = self.mu - math.sqrt(t) / self.gamma * self.h_avg
+        weight = t ** (-self.kappa)
+        self.log_step_avg = weight * self.log_step + (1 - weight) * self.log_step_avg
+        return self.log_step.exp()
+
+    def final_step_size(self) -> Tensor:
+        """The averaged step size :math:`\\bar\\epsilon`, used once warmup ends."""
+        if self.t == 0:
+            return self.log_step.exp()
+        return self.log_step_avg.exp()
+
+    def state_dict(self) -> dict:
+        return {
+            "mu": self.mu,
+            "log_step": self.log_step,
+            "log_step_avg": self.log_step_avg,
+            "h_avg": self.h_avg,
+            "t": self.t,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class WelfordCovariance:
+    """Streaming variance (diagonal) or covariance (dense) pooled over all chains.
+
+    Batches of draws are merged with Chan et al.'s parallel update, so a step of ``C`` chains
+    adds ``C`` observations at once. :meth:`estimate` applies Stan's regularization
+    :math:`\\tfrac{n}{n+5}\\hat\\Sigma + 10^{-3}\\tfrac{5}{n+5} I`.
+    """
+
+    def __init__(self, size: int, dense: bool, dtype: torch.dtype, device: torch.device) -> None:
+        self.dense = dense
+        self.size = size
+        self.count = 0
+        self.mean = torch.zeros(size, dtype=dtype, device=device)
+        shape = (size, size) if dense else (size,)
+        self.m2 = torch.zeros(shape, dtype=dtype, device=device)
+
+    def update(self, draws: Tensor) -> None:
+        """Add draws of shape ``(n, size)``."""
+        n = draws.shape[0]
+        batch_mean = draws.mean(0)
+        centred = draws - batch_mean
+        batch_m2 = centred.T @ centred if self.dense else centred.square().sum(0)
+        delta = batch_mean - self.mean
+        total = self.count + n
+        if self.dense:
+            self.m2 = self.m2 + batch_m2 + torch.outer(delta, delta) * (self.count * n / total)
+        else:
+            self.m2 = self.m2 + batch_m2 + delta.square() * (self.count * n / total)
+        self.mean = self.mean + delta * (n / total)
+        self.count = total
+
+    def estimate(self) -> Tensor:
+        n = self.count
+        cov = self.m2 / max(n - 1, 1)
+        shrink = 1e-3 * 5.0 / (n + 5.0)
+        if self.dense:
+            eye = torch.eye(self.size, dtype=cov.dtype, device=cov.device)
+            return (n / (n + 5.0)) * cov + shrink * eye
+        return (n / (n + 5.0)) * cov + shrink
+
+
+def warmup_windows(warmup_steps: int) -> list[int]:
+    """Iterations (0-based) at whose end the mass matrix is re-estimated.
+
+    Stan's schedule: an initial fast interval (15%) adapting only the step size, slow windows
+    of doubling length (starting at 25 iterations) that estimate the mass matrix, and a
+    terminal fast interval (10%). Fewer than 20 warmup steps adapt the step size only.
+    """
+    if warmup_steps < 20:
+        return []
+    start = int(0.15 * warmup_steps)
+    end = warmup_steps - int(0.1 * warmup_steps)
+    ends = []
+    size = 25
+    while start < end:
+        stop = start + size
+        if stop + 2 * size > end:  # the last window absorbs what is left
+            stop = end
+        ends.append(stop - 1)
+        start = stop
+        size *= 2
+    return ends
+
+
+def window_starts(warmup_steps: int) -> list[int]:
+    """First iteration of each slow window (companion of :func:`warmup_windows`)."""
+    ends = warmup_windows(warmup_steps)
+    if not ends:
+        return []
+    return [int(0.15 * warmup_steps)] + [e + 1 for e in ends[:-1]]

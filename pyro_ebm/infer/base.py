@@ -1,0 +1,205 @@
+"""Shared pieces of every sampler: the chain state, the energy+gradient call and the one MH step.
+
+A *batch of chains* is a position tensor of shape ``chain_shape + event_shape``; everything
+per chain (energy, acceptance, step size) has shape ``chain_shape``. Every chain accepts or
+rejects on its own. Energies follow the potential-energy convention: the target density is
+:math:`p(x) \\propto \\exp(-E(x))`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Info",
+    "State",
+    "energy_and_grad",
+    "evaluate_energy",
+    "init_state",
+    "metropolis_accept",
+    "per_chain",
+    "randn_like",
+]
+
+EnergyFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class State:
+    """The state of a batch of chains, caching what the next step needs.
+
+    Attributes
+    ----------
+    position:
+        Current points, shape ``chain_shape + event_shape``.
+    energy:
+        :math:`E(x)` at ``position``, shape ``chain_shape``.
+    grad:
+        :math:`\\nabla_x E(x)` at ``position`` (``None`` for gradient-free samplers).
+    """
+
+    position: Tensor
+    energy: Tensor
+    grad: Tensor | None = None
+
+    def detach(self) -> State:
+        return State(
+            self.position.detach(),
+            self.energy.detach(),
+            None if self.grad is None else self.grad.detach(),
+        )
+
+    def to(self, *args, **kwargs) -> State:
+        return State(
+            self.position.to(*args, **kwargs),
+            self.energy.to(*args, **kwargs),
+            None if self.grad is None else self.grad.to(*args, **kwargs),
+        )
+
+
+@dataclass
+class Info:
+    """Per-chain diagnostics of one transition (each of shape ``chain_shape``).
+
+    ``acceptance_rate`` is the Metropolis-Hastings acceptance probability
+    :math:`\\min(1, \\alpha)` of the proposal; ``diverging`` marks proposals rejected because
+    their energy, gradient or Hamiltonian error was not finite (or too large for HMC).
+    ``energy`` is the Hamiltonian at the start of an HMC trajectory and ``n_steps`` the number
+    of leapfrog steps taken (both ``None`` for the other samplers).
+    """
+
+    acceptance_rate: Tensor
+    is_accepted: Tensor
+    diverging: Tensor
+    energy: Tensor | None = None
+    n_steps: Tensor | None = None
+
+    def as_dict(self) -> dict[str, Tensor]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+def per_chain(t: Tensor, event_dim: int) -> Tensor:
+    """Append ``event_dim`` singleton dimensions so a per-chain tensor broadcasts over events."""
+    return t.reshape(t.shape + (1,) * event_dim)
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like ``x`` drawn from ``generator``."""
+    return torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+
+
+def _nonfinite_energy(x: Tensor, event_dim: int) -> Tensor:
+    chain_shape = x.shape[: x.dim() - event_dim]
+    return torch.full(chain_shape, math.nan, dtype=x.dtype, device=x.device)
+
+
+def _check_energy_shape(energy: Tensor, x: Tensor, event_dim: int) -> None:
+    expected = x.shape[: x.dim() - event_dim]
+    if energy.shape != expected:
+        raise ValueError(
+            f"energy returned shape {tuple(energy.shape)} for input of shape {tuple(x.shape)}; "
+            f"expected {tuple(expected)} (the input shape without its {event_dim} event dims)"
+        )
+
+
+def evaluate_energy(fn: EnergyFn, x: Tensor, event_dim: int) -> Tensor:
+    """Evaluate ``fn(x)`` without gradients; an exception counts as a non-finite energy."""
+    with torch.no_grad():
+        try:
+            energy = fn(x)
+        except (RuntimeError, ValueError, ArithmeticError, IndexError):
+            return _nonfinite_energy(x, event_dim)
+    _check_energy_shape(energy, x, event_dim)
+    return energy.detach()
+
+
+def energy_and_grad(fn: EnergyFn, x: Tensor, event_dim: int) -> tuple[Tensor, Tensor]:
+    """One joint evaluation of :math:`E(x)` and :math:`\\nabla_x E(x)` for a batch of chains.
+
+    Because chains are independent, the gradient of the summed energy is each chain's own
+    gradient. An exception raised by the energy (for example a linear-algebra failure) is
+    treated as a non-finite energy for the whole batch, so the step rejects instead of crashing.
+    Gradients never flow into the energy's parameters.
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        try:
+            energy = fn(x)
+        except (RuntimeError, ValueError, ArithmeticError, IndexError):
+            nan = _nonfinite_energy(x, event_dim)
+            return nan, torch.full_like(x, math.nan).detach()
+        _check_energy_shape(energy, x, event_dim)
+        (grad,) = torch.autograd.grad(energy.sum(), x, allow_unused=True)
+    if grad is None:  # energy independent of x
+        grad = torch.zeros_like(x)
+    return energy.detach(), grad.detach()
+
+
+def init_state(fn: EnergyFn, position: Tensor, event_dim: int, *, with_grad: bool) -> State:
+    """Build the initial :class:`State`; a non-finite energy at the start is a user error."""
+    if with_grad:
+        energy, grad = energy_and_grad(fn, position, event_dim)
+        finite = torch.isfinite(energy) & torch.isfinite(grad).flatten(energy.dim()).all(-1)
+    else:
+        energy, grad = evaluate_energy(fn, position, event_dim), None
+        finite = torch.isfinite(energy)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"the energy (or its gradient) is not finite at {bad} of {finite.numel()} initial "
+            "points; pass `init=` a tensor of starting points (shape (num_chains, *event_shape)) "
+            "inside the support of the density"
+        )
+    return State(position.detach(), energy, grad)
+
+
+def metropolis_accept(
+    current: State,
+    proposal: State,
+    log_correction: Tensor | float,
+    event_dim: int,
+    generator: torch.Generator | None,
+) -> tuple[State, Info]:
+    """The single Metropolis-Hastings accept/reject step shared by every corrected sampler.
+
+    Accept each chain's proposal with probability
+    :math:`\\min\\{1, \\exp(E(x) - E(y) + \\log q(x\\mid y) - \\log q(y\\mid x))\\}`, where
+    ``log_correction`` is the proposal's term :math:`\\log q(x\\mid y) - \\log q(y\\mid x)`
+    (zero for symmetric proposals; the kinetic-energy difference for HMC). Proposals whose
+    energy, gradient or acceptance ratio is not finite are rejected and marked ``diverging``.
+
+    Reference: Hastings (1970), *Monte Carlo sampling methods using Markov chains and their
+    applications*, Biometrika 57(1).
+    """
+    log_ratio = current.energy - proposal.energy + log_correction
+    finite = torch.isfinite(proposal.energy) & torch.isfinite(log_ratio)
+    if proposal.grad is not None:
+        finite &= torch.isfinite(proposal.grad).flatten(proposal.energy.dim()).all(-1)
+    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -math.inf))
+    acceptance = torch.exp(log_ratio.clamp(max=0.0))
+    uniform = torch.rand(
+        log_ratio.shape, dtype=log_ratio.dtype, device=log_ratio.device, generator=generator
+    )
+    accepted = uniform < acceptance
+    new = select(accepted, proposal, current, event_dim)
+    return new, Info(acceptance_rate=acceptance, is_accepted=accepted, diverging=~finite)
+
+
+def select(mask: Tensor, if_true: State, if_false: State, event_dim: int) -> State:
+    """Per-chain choice between two states (``torch.where`` over every cached field)."""
+    wide = per_chain(mask, event_dim)
+    grad = None
+    if if_true.grad is not None and if_false.grad is not None:
+        grad = torch.where(wide, if_true.grad, if_false.grad)
+    return replace(
+        if_false,
+        position=torch.where(wide, if_true.position, if_false.position),
+        energy=torch.where(mask, if_true.energy, if_false.energy),
+        grad=grad,
+    )

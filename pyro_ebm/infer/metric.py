@@ -1,0 +1,129 @@
+"""Mass matrices (preconditioners): identity, diagonal or dense, shared by all chains.
+
+With inverse mass matrix :math:`M^{-1} = L L^\\top`, the samplers use
+:math:`M^{-1} v` (preconditioned gradient), :math:`L \\xi` (correlated noise),
+:math:`\\lVert L^{-1} r \\rVert^2 = r^\\top M r` (Gaussian proposal densities), and for HMC
+the momentum :math:`p = L^{-\\top} \\xi \\sim N(0, M)` with kinetic energy
+:math:`\\tfrac12 p^\\top M^{-1} p = \\tfrac12 \\lVert L^\\top p \\rVert^2`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["Metric"]
+
+
+class Metric:
+    """A preconditioner over ``event_shape`` positions.
+
+    Parameters
+    ----------
+    event_shape:
+        Shape of one chain's position.
+    inv_mass:
+        ``None`` (identity), a diagonal of shape ``event_shape``, or a dense matrix of shape
+        ``(D, D)`` with ``D = prod(event_shape)``.
+    """
+
+    def __init__(self, event_shape: torch.Size, inv_mass: Tensor | None = None) -> None:
+        self.event_shape = torch.Size(event_shape)
+        self.event_dim = len(self.event_shape)
+        self.size = self.event_shape.numel()
+        self.kind = "identity"
+        self.inv_mass = None
+        self._scale = None  # diagonal sqrt(inv_mass) or dense Cholesky factor L
+        if inv_mass is not None:
+            self.set(inv_mass)
+
+    def set(self, inv_mass: Tensor) -> None:
+        """Replace the inverse mass matrix (diagonal or dense)."""
+        inv_mass = torch.as_tensor(inv_mass)
+        if inv_mass.shape == self.event_shape:
+            if not bool((inv_mass > 0).all()):
+                raise ValueError("inv_mass: a diagonal inverse mass matrix must be positive")
+            self.kind = "diag"
+            self._scale = inv_mass.sqrt()
+        elif inv_mass.shape == (self.size, self.size):
+            self.kind = "dense"
+            try:
+                self._scale = torch.linalg.cholesky(inv_mass)
+            except RuntimeError as err:
+                raise ValueError(
+                    "inv_mass: a dense inverse mass matrix must be symmetric positive definite"
+                ) from err
+        else:
+            raise ValueError(
+                f"inv_mass must have shape {tuple(self.event_shape)} (diagonal) or "
+                f"({self.size}, {self.size}) (dense); got {tuple(inv_mass.shape)}"
+            )
+        self.inv_mass = inv_mass
+
+    def _flat(self, v: Tensor) -> Tensor:
+        return v.reshape(v.shape[: v.dim() - self.event_dim] + (self.size,))
+
+    def _unflat(self, v: Tensor) -> Tensor:
+        return v.reshape(v.shape[:-1] + self.event_shape)
+
+    def inv_mul(self, v: Tensor) -> Tensor:
+        """:math:`M^{-1} v`."""
+        if self.kind == "identity":
+            return v
+        if self.kind == "diag":
+            return v * self.inv_mass
+        return self._unflat(self._flat(v) @ self.inv_mass.T)
+
+    def scale_noise(self, xi: Tensor) -> Tensor:
+        """:math:`L \\xi`, noise with covariance :math:`M^{-1}`."""
+        if self.kind == "identity":
+            return xi
+        if self.kind == "diag":
+            return xi * self._scale
+        return self._unflat(self._flat(xi) @ self._scale.T)
+
+    def mass_norm_sq(self, r: Tensor) -> Tensor:
+        """:math:`r^\\top M r` per chain."""
+        if self.kind == "identity":
+            z = r
+        elif self.kind == "diag":
+            z = r / self._scale
+        else:
+            flat = self._flat(r).unsqueeze(-1)
+            z = torch.linalg.solve_triangular(self._scale, flat, upper=False).squeeze(-1)
+            return z.square().sum(-1)
+        return z.square().flatten(z.dim() - self.event_dim).sum(-1)
+
+    def sample_momentum(self, xi: Tensor) -> Tensor:
+        """Momentum :math:`p = L^{-\\top} \\xi \\sim N(0, M)` from standard normal ``xi``."""
+        if self.kind == "identity":
+            return xi
+        if self.kind == "diag":
+            return xi / self._scale
+        flat = self._flat(xi).unsqueeze(-1)
+        p = torch.linalg.solve_triangular(self._scale.T, flat, upper=True).squeeze(-1)
+        return self._unflat(p)
+
+    def kinetic(self, p: Tensor) -> Tensor:
+        """Kinetic energy :math:`\\tfrac12 p^\\top M^{-1} p` per chain."""
+        if self.kind == "identity":
+            z = p
+        elif self.kind == "diag":
+            z = p * self._scale
+        else:
+            z = self._flat(p) @ self._scale
+            return 0.5 * z.square().sum(-1)
+        return 0.5 * z.square().flatten(z.dim() - self.event_dim).sum(-1)
+
+    def state_dict(self) -> dict:
+        return {"inv_mass": None if self.inv_mass is None else self.inv_mass.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["inv_mass"] is None:
+            self.kind, self.inv_mass, self._scale = "identity", None, None
+        else:
+            self.set(state["inv_mass"])
+
+    def to(self, *args, **kwargs) -> Metric:
+        inv = None if self.inv_mass is None else self.inv_mass.to(*args, **kwargs)
+        return Metric(self.event_shape, inv)

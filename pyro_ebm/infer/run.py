@@ -1,0 +1,529 @@
+"""The vectorized many-chain runner: :func:`sample` drives a step function and returns Samples.
+
+Thousands of independent chains advance together as one batch (the leftmost dimension), each
+with its own Metropolis-Hastings decision. Warmup adapts the step size by dual averaging and the
+mass matrix by pooled Welford estimates; both are frozen once warmup ends. A seeded run is
+bitwise reproducible, and :meth:`Samples.resume` continues a run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import hmc, langevin, mala, rwmh
+from .adaptation import DualAveraging, WelfordCovariance, warmup_windows, window_starts
+from .base import State, init_state
+from .metric import Metric
+
+__all__ = ["KERNELS", "Samples", "resume", "sample"]
+
+KERNELS = {"rwmh": rwmh, "ula": langevin, "mala": mala, "hmc": hmc}
+_HMC_STATS = ("energy", "n_steps")
+
+
+@dataclass
+class _Target:
+    energy_fn: Callable[[Tensor], Tensor]
+    event_shape: torch.Size
+    batch_shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+
+@dataclass
+class _Config:
+    kernel: str
+    num_steps: int
+    jitter: float
+    max_energy_error: float
+    thin: int
+    sample_device: torch.device | None
+    keep: bool
+    progress_bar: bool
+
+
+@dataclass
+class Samples:
+    """Draws of a vectorized run and their per-draw statistics.
+
+    Attributes
+    ----------
+    samples:
+        Tensor of shape ``(num_chains, num_samples, *batch_shape, *event_shape)`` (with
+        ``keep=False``: only the final states, ``(num_chains, *batch_shape, *event_shape)``).
+    stats:
+        Per-draw tensors of shape ``(num_chains, num_samples, *batch_shape)``: ``lp``
+        (:math:`-E(x)`), ``acceptance_rate``, ``step_size``, ``diverging`` and for HMC
+        ``energy`` (Hamiltonian) and ``n_steps``. With ``thin > 1`` a draw's
+        ``acceptance_rate`` is the mean over the thinned transitions and ``diverging`` says
+        whether any of them diverged.
+    step_size:
+        The adapted step size (shape ``()`` if shared, else ``(num_chains, *batch_shape)``).
+    inv_mass:
+        The adapted inverse mass matrix (``None`` for the identity).
+    kernel:
+        The kernel's name.
+    warmup_divergences:
+        Number of divergent transitions during warmup, per chain.
+    """
+
+    samples: Tensor
+    stats: dict[str, Tensor]
+    step_size: Tensor
+    inv_mass: Tensor | None
+    kernel: str
+    warmup_divergences: Tensor
+    _checkpoint: dict = field(repr=False, default_factory=dict)
+    _target: Any = field(repr=False, default=None)
+
+    @property
+    def num_chains(self) -> int:
+        return self.samples.shape[0]
+
+    def to_arviz(self, var_name: str = "x"):
+        """Convert to ``arviz.InferenceData`` (see :func:`pyro_ebm.diagnostics.to_arviz`)."""
+        from ..diagnostics import to_arviz  # the one module that imports arviz
+
+        return to_arviz(self, var_name=var_name)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the run bitwise exactly (tensors and plain values)."""
+        return {k: v for k, v in self._checkpoint.items()}
+
+    def resume(self, num_samples: int, *, progress_bar: bool | None = None) -> Samples:
+        """Continue this run for ``num_samples`` more draws (no further warmup).
+
+        ``torch.cat`` of the old and new draws along dim 1 equals one run of the combined
+        length with the same seed.
+        """
+        if self._target is None:
+            raise ValueError("this Samples object holds no target; use pyro_ebm.infer.resume")
+        return resume(self._target, self.state_dict(), num_samples, progress_bar=progress_bar)
+
+
+def _module_dtype_device(obj) -> tuple[torch.dtype, torch.device] | None:
+    if isinstance(obj, torch.nn.Module):
+        for t in list(obj.parameters()) + list(obj.buffers()):
+            if t.is_floating_point():
+                return t.dtype, t.device
+    return None
+
+
+def _resolve_target(target, event_shape, init) -> _Target:
+    """Accept an EnergyDistribution-like object (``energy``, ``event_shape``) or an energy."""
+    batch_shape = torch.Size()
+    if hasattr(target, "energy") and hasattr(target, "event_shape") and callable(target.energy):
+        energy_fn = target.energy
+        event_shape = target.event_shape if event_shape is None else event_shape
+        batch_shape = torch.Size(getattr(target, "batch_shape", ()))
+        found = _module_dtype_device(energy_fn)
+    elif callable(target):
+        energy_fn = target
+        if event_shape is None:
+            event_shape = getattr(target, "event_shape", None)
+        found = _module_dtype_device(target)
+    else:
+        raise ValueError(
+            f"target must be an energy (a callable or nn.Module) or an EnergyDistribution; got "
+            f"{type(target).__name__}"
+        )
+    if event_shape is None:
+        if init is None:
+            raise ValueError(
+                "event_shape is unknown: pass event_shape= or init= (shape (num_chains, "
+                "*event_shape)), or give the energy an `event_shape` attribute"
+            )
+        event_shape = torch.as_tensor(init).shape[1 + len(batch_shape) :]
+    event_shape = torch.Size(event_shape)
+    if init is not None and torch.is_tensor(init) and init.is_floating_point():
+        dtype, device = init.dtype, init.device
+    elif found is not None:
+        dtype, device = found
+    else:
+        dtype, device = torch.get_default_dtype(), torch.device("cpu")
+    return _Target(energy_fn, event_shape, batch_shape, dtype, device)
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def _make_generator(seed, device: torch.device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    if isinstance(seed, torch.Generator):
+        return seed
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _initial_step_size(
+    kernel, energy_fn, state, metric, gen, event_dim, cfg_kwargs, target_accept
+) -> Tensor:
+    """Double or halve a shared step size until the mean acceptance crosses the target.
+
+    A cheap version of Hoffman & Gelman's heuristic (Algorithm 4): proposals are evaluated but
+    never taken, so the chains do not move.
+    """
+    dtype, device = state.energy.dtype, state.energy.device
+    eps = torch.tensor(1.0, dtype=dtype, device=device)
+
+    def mean_accept(e):
+        _, info = kernel.step(energy_fn, state, e, metric, gen, event_dim, **cfg_kwargs)
+        return float(info.acceptance_rate.mean())
+
+    accept = mean_accept(eps)
+    direction = 1.0 if accept > target_accept else -1.0
+    for _ in range(40):
+        trial = eps * (2.0**direction)
+        accept = mean_accept(trial)
+        crossed = accept < target_accept if direction > 0 else accept > target_accept
+        if crossed:
+            return eps if direction > 0 else trial
+        eps = trial
+    return eps
+
+
+def _kernel_kwargs(cfg: _Config, host_gen) -> dict:
+    if cfg.kernel != "hmc":
+        return {}
+    return {
+        "num_steps": cfg.num_steps,
+        "jitter": cfg.jitter,
+        "max_energy_error": cfg.max_energy_error,
+        "host_generator": host_gen,
+    }
+
+
+def sample(
+    target,
+    num_samples: int,
+    *,
+    num_chains: int = 4,
+    kernel: str = "mala",
+    warmup_steps: int | None = None,
+    step_size: float | Tensor | None = None,
+    init: Tensor | None = None,
+    thin: int = 1,
+    seed: int | torch.Generator | None = None,
+    progress_bar: bool = True,
+    event_shape: tuple[int, ...] | None = None,
+    adapt_step_size: bool = True,
+    per_chain_step_size: bool = False,
+    adapt_mass_matrix: bool = True,
+    dense_mass: bool = False,
+    inv_mass: Tensor | None = None,
+    num_steps: int = 10,
+    jitter: float = 0.0,
+    max_energy_error: float = 1000.0,
+    keep: bool = True,
+    sample_device: torch.device | str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Samples:
+    """Sample :math:`p(x) \\propto \\exp(-E(x))` with many vectorized chains.
+
+    Parameters
+    ----------
+    target:
+        An energy (callable or ``nn.Module`` mapping ``batch + event_shape`` to ``batch``) or
+        an :class:`~pyro_ebm.EnergyDistribution` (its ``batch_shape`` is sampled too: every
+        batch element of every chain is an independent chain).
+    num_samples:
+        Draws kept per chain (after thinning).
+    num_chains:
+        Independent chains run as one batch.
+    kernel:
+        ``"rwmh"``, ``"ula"``, ``"mala"`` or ``"hmc"``.
+    warmup_steps:
+        Adaptation steps, discarded (default ``max(num_samples, 100)``).
+    step_size:
+        Initial step size (a float, or a tensor of shape ``(num_chains, *batch_shape)``);
+        found by a doubling heuristic when ``None``.
+    init:
+        Starting points of shape ``(num_chains, *batch_shape, *event_shape)``; standard normal
+        when ``None``.
+    thin:
+        Keep every ``thin``-th transition.
+    seed:
+        An int or a ``torch.Generator``: a seeded run is bitwise reproducible. ``None`` uses
+        torch's global generator (so ``pyro.set_rng_seed`` applies).
+    progress_bar:
+        Show a tqdm bar with the acceptance rate and divergence count.
+    event_shape:
+        Needed when neither the target nor ``init`` tells it.
+    adapt_step_size, per_chain_step_size:
+        Dual averaging during warmup; one step size per chain or one shared.
+    adapt_mass_matrix, dense_mass, inv_mass:
+        Welford estimation of a diagonal (or dense) inverse mass matrix during warmup; or a
+        fixed ``inv_mass``.
+    num_steps, jitter, max_energy_error:
+        HMC leapfrog steps per transition, their random reduction fraction, and the energy
+        error beyond which a trajectory counts as divergent.
+    keep:
+        ``False`` returns only the final states (for training loops): no draw history.
+    sample_device:
+        Where kept draws are stored (e.g. ``"cpu"`` while chains run on a GPU).
+    device, dtype:
+        Where and in which precision the chains run (default: from ``init`` or the energy).
+
+    Returns
+    -------
+    Samples
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyro_ebm.infer import sample
+    >>> energy = lambda x: 0.5 * x.pow(2).sum(-1)
+    >>> out = sample(energy, 200, num_chains=8, event_shape=(2,), seed=0, progress_bar=False)
+    >>> out.samples.shape
+    torch.Size([8, 200, 2])
+    >>> sorted(out.stats)
+    ['acceptance_rate', 'diverging', 'lp', 'step_size']
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(KERNELS)}; got {kernel!r}")
+    _check_positive_int("num_samples", num_samples)
+    _check_positive_int("num_chains", num_chains)
+    _check_positive_int("thin", thin)
+    _check_positive_int("num_steps", num_steps)
+    if warmup_steps is None:
+        warmup_steps = max(num_samples, 100)
+    _check_positive_int("warmup_steps", warmup_steps, minimum=0)
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"jitter must be in [0, 1); got {jitter!r}")
+    tgt = _resolve_target(target, event_shape, init)
+    if device is not None:
+        tgt.device = torch.device(device)
+    if dtype is not None:
+        tgt.dtype = dtype
+    chain_shape = torch.Size((num_chains,)) + tgt.batch_shape
+    if init is None:
+        gen = _make_generator(seed, tgt.device)
+        position = torch.randn(
+            chain_shape + tgt.event_shape, dtype=tgt.dtype, device=tgt.device, generator=gen
+        )
+    else:
+        gen = _make_generator(seed, tgt.device)
+        position = torch.as_tensor(init).to(dtype=tgt.dtype, device=tgt.device)
+        if position.shape != chain_shape + tgt.event_shape:
+            raise ValueError(
+                f"init must have shape (num_chains, *batch_shape, *event_shape) = "
+                f"{tuple(chain_shape + tgt.event_shape)}; got {tuple(position.shape)}"
+            )
+    cfg = _Config(
+        kernel=kernel,
+        num_steps=num_steps,
+        jitter=float(jitter),
+        max_energy_error=float(max_energy_error),
+        thin=thin,
+        sample_device=None if sample_device is None else torch.device(sample_device),
+        keep=keep,
+        progress_bar=progress_bar,
+    )
+    module = KERNELS[kernel]
+    event_dim = len(tgt.event_shape)
+    state = init_state(tgt.energy_fn, position, event_dim, with_grad=module.NEEDS_GRAD)
+    metric = Metric(tgt.event_shape, None if inv_mass is None else torch.as_tensor(inv_mass))
+    metric = metric.to(dtype=tgt.dtype, device=tgt.device)
+    host_gen = _host_generator(gen)
+    kwargs = _kernel_kwargs(cfg, host_gen)
+    if step_size is None:
+        eps = _initial_step_size(
+            module, tgt.energy_fn, state, metric, gen, event_dim, kwargs, module.TARGET_ACCEPT
+        )
+    else:
+        eps = torch.as_tensor(step_size, dtype=tgt.dtype, device=tgt.device)
+        if not bool((eps > 0).all()) or not bool(torch.isfinite(eps).all()):
+            raise ValueError(f"step_size must be positive and finite; got {step_size!r}")
+        if eps.dim() and eps.shape != chain_shape:
+            raise ValueError(
+                f"step_size must be a float or a tensor of shape {tuple(chain_shape)}; "
+                f"got shape {tuple(eps.shape)}"
+            )
+    if per_chain_step_size and adapt_step_size and eps.dim() == 0:
+        eps = eps.expand(chain_shape).clone()
+    warm_div = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
+    if warmup_steps:
+        state, eps, warm_div = _warmup(
+            module, tgt, state, eps, metric, gen, kwargs, cfg, warmup_steps,
+            adapt_step_size=adapt_step_size,
+            adapt_mass_matrix=adapt_mass_matrix,
+            dense_mass=dense_mass,
+        )  # fmt: skip
+    return _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div)
+
+
+def _host_generator(gen):
+    if gen is None or gen.device.type == "cpu":
+        return gen
+    host = torch.Generator()
+    host.manual_seed(int(gen.initial_seed()))
+    return host
+
+
+def _warmup(
+    module, tgt, state, eps, metric, gen, kwargs, cfg, warmup_steps, *,
+    adapt_step_size, adapt_mass_matrix, dense_mass,
+):  # fmt: skip
+    event_dim = len(tgt.event_shape)
+    if module is langevin:
+        # ULA warms up with the Metropolis-adjusted move of the same proposal, so that a step
+        # size that is still too large cannot throw the chains to infinity before adaptation.
+        module = mala
+    adapter = DualAveraging(eps, module.TARGET_ACCEPT) if adapt_step_size else None
+    ends = set(warmup_windows(warmup_steps)) if adapt_mass_matrix else set()
+    starts = window_starts(warmup_steps) if adapt_mass_matrix else []
+    first = min(starts) if starts else warmup_steps
+    last = max(ends) if ends else -1
+    welford = None
+    diverged = torch.zeros(state.energy.shape, dtype=torch.long, device=state.energy.device)
+    bar = tqdm(range(warmup_steps), desc="warmup", disable=not cfg.progress_bar, leave=False)
+    for i in bar:
+        state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
+        diverged += info.diverging
+        if adapter is not None:
+            eps = adapter.update(info.acceptance_rate)
+        if first <= i <= last:
+            if welford is None:
+                welford = WelfordCovariance(
+                    metric.size, dense_mass, state.energy.dtype, state.energy.device
+                )
+            welford.update(state.position.reshape(-1, metric.size))
+            if i in ends:
+                estimate = welford.estimate()
+                if not dense_mass:
+                    estimate = estimate.reshape(tgt.event_shape)
+                metric.set(estimate)
+                welford = None
+                if adapter is not None:
+                    adapter.restart(eps)
+        if cfg.progress_bar and (i % 25 == 0 or i == warmup_steps - 1):
+            _postfix(bar, info, diverged)
+    if adapter is not None:
+        eps = adapter.final_step_size()
+    return state, eps, diverged
+
+
+def _postfix(bar, info, diverged) -> None:
+    bar.set_postfix(
+        accept=f"{float(info.acceptance_rate.mean()):.2f}", divergences=int(diverged.sum())
+    )
+
+
+def _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div) -> Samples:
+    event_dim = len(tgt.event_shape)
+    kwargs = _kernel_kwargs(cfg, host_gen)
+    chain_shape = state.energy.shape
+    store = cfg.sample_device or tgt.device
+    names = ["lp", "acceptance_rate", "step_size", "diverging"]
+    if cfg.kernel == "hmc":
+        names += list(_HMC_STATS)
+    draws = None
+    stats: dict[str, Tensor] = {}
+    if cfg.keep:
+        shape = chain_shape[:1] + (num_samples,) + chain_shape[1:]
+        draws = torch.empty(shape + tgt.event_shape, dtype=tgt.dtype, device=store)
+        for name in names:
+            dtype = torch.bool if name == "diverging" else tgt.dtype
+            stats[name] = torch.empty(shape, dtype=dtype, device=store)
+    eps_full = eps.expand(chain_shape) if eps.dim() == 0 else eps
+    diverged = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
+    bar = tqdm(range(num_samples), desc=f"sample ({cfg.kernel})", disable=not cfg.progress_bar)
+    for j in bar:
+        accept_sum = torch.zeros(chain_shape, dtype=tgt.dtype, device=tgt.device)
+        any_div = torch.zeros(chain_shape, dtype=torch.bool, device=tgt.device)
+        for _ in range(cfg.thin):
+            state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
+            accept_sum += info.acceptance_rate
+            any_div |= info.diverging
+        diverged += any_div
+        if cfg.keep:
+            draws[:, j] = state.position.to(store, non_blocking=True)
+            row = {
+                "lp": -state.energy,
+                "acceptance_rate": accept_sum / cfg.thin,
+                "step_size": eps_full,
+                "diverging": any_div,
+            }
+            if cfg.kernel == "hmc":
+                row["energy"], row["n_steps"] = info.energy, info.n_steps
+            for name in names:
+                stats[name][:, j] = row[name].to(store, non_blocking=True)
+        if cfg.progress_bar and (j % 25 == 0 or j == num_samples - 1):
+            _postfix(bar, info, diverged)
+    if not cfg.keep:
+        draws = state.position.to(store)
+    checkpoint = {
+        "kernel": cfg.kernel,
+        "position": state.position,
+        "energy": state.energy,
+        "grad": state.grad,
+        "step_size": eps,
+        "metric": metric.state_dict(),
+        "generator": None if gen is None else gen.get_state(),
+        "host_generator": None if host_gen is None or host_gen is gen else host_gen.get_state(),
+        "config": dict(cfg.__dict__),
+        "event_shape": tuple(tgt.event_shape),
+        "batch_shape": tuple(tgt.batch_shape),
+    }
+    return Samples(
+        samples=draws,
+        stats=stats,
+        step_size=eps,
+        inv_mass=metric.inv_mass,
+        kernel=cfg.kernel,
+        warmup_divergences=warm_div,
+        _checkpoint=checkpoint,
+        _target=tgt,
+    )
+
+
+def resume(target, state_dict: dict, num_samples: int, *, progress_bar: bool | None = None):
+    """Continue a run from :meth:`Samples.state_dict` for ``num_samples`` more draws.
+
+    ``target`` is the energy or distribution sampled originally. The adapted step size and
+    mass matrix are reused and the generator state restored, so the continuation is bitwise
+    identical to one longer run.
+    """
+    _check_positive_int("num_samples", num_samples)
+    sd = state_dict
+    if isinstance(target, _Target):
+        energy_fn = target.energy_fn
+    else:
+        energy_fn = _resolve_target(target, sd["event_shape"], None).energy_fn
+    position = sd["position"]
+    tgt = _Target(
+        energy_fn,
+        torch.Size(sd["event_shape"]),
+        torch.Size(sd["batch_shape"]),
+        position.dtype,
+        position.device,
+    )
+    cfg = _Config(**sd["config"])
+    if progress_bar is not None:
+        cfg.progress_bar = progress_bar
+    module = KERNELS[sd["kernel"]]
+    state = State(sd["position"], sd["energy"], sd["grad"])
+    metric = Metric(tgt.event_shape)
+    metric.load_state_dict(sd["metric"])
+    gen, host_gen = None, None
+    if sd["generator"] is not None:
+        gen = torch.Generator(device=tgt.device)
+        gen.set_state(sd["generator"])
+        host_gen = gen
+        if sd["host_generator"] is not None:
+            host_gen = torch.Generator()
+            host_gen.set_state(sd["host_generator"])
+    warm = torch.zeros(state.energy.shape, dtype=torch.long, device=tgt.device)
+    return _draw(module, tgt, state, sd["step_size"], metric, gen, host_gen, cfg, num_samples, warm)

@@ -1,0 +1,236 @@
+"""The vectorized runner: contract over every kernel, exactness, robustness and bad inputs."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+
+from pyro_ebm import EnergyDistribution
+from pyro_ebm.energies import GaussianEnergy
+from pyro_ebm.infer import KERNELS, sample
+from pyro_ebm.infer.base import energy_and_grad, init_state
+from pyro_ebm.infer.hmc import leapfrog
+from pyro_ebm.infer.metric import Metric
+
+from ..helpers import mcse_zscores
+
+Z_CRIT = 4.5
+ALL_KERNELS = sorted(KERNELS)
+
+
+def iso_energy(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x.square().sum(-1)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_contract(kernel, dtype):
+    energy = GaussianEnergy(torch.zeros(3), torch.eye(3)).to(dtype)
+    out = sample(energy, 30, num_chains=5, kernel=kernel, warmup_steps=40, seed=0,
+                 progress_bar=False)  # fmt: skip
+    assert out.samples.shape == (5, 30, 3)
+    assert out.samples.dtype == dtype
+    assert torch.isfinite(out.samples).all()
+    expected = {"lp", "acceptance_rate", "step_size", "diverging"}
+    if kernel == "hmc":
+        expected |= {"energy", "n_steps"}
+    assert set(out.stats) == expected
+    for name, value in out.stats.items():
+        assert value.shape == (5, 30), name
+        assert torch.isfinite(value.double()).all(), name
+    assert out.stats["diverging"].dtype == torch.bool
+    torch.testing.assert_close(out.stats["lp"], -energy(out.samples))
+    assert ((out.stats["acceptance_rate"] >= 0) & (out.stats["acceptance_rate"] <= 1)).all()
+    back = pickle.loads(pickle.dumps(out))
+    torch.testing.assert_close(back.samples, out.samples)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
+def test_seeded_runs_are_identical_and_seeds_differ(kernel):
+    kw = dict(num_chains=4, kernel=kernel, warmup_steps=30, event_shape=(2,), progress_bar=False)
+    a = sample(iso_energy, 20, seed=7, **kw)
+    b = sample(iso_energy, 20, seed=7, **kw)
+    c = sample(iso_energy, 20, seed=8, **kw)
+    assert torch.equal(a.samples, b.samples)
+    for name in a.stats:
+        assert torch.equal(a.stats[name], b.stats[name])
+    assert not torch.equal(a.samples, c.samples)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
+def test_resume_equals_one_long_run(kernel):
+    kw = dict(num_chains=3, kernel=kernel, warmup_steps=30, event_shape=(2,), progress_bar=False)
+    long = sample(iso_energy, 40, seed=3, jitter=0.5 if kernel == "hmc" else 0.0, **kw)
+    first = sample(iso_energy, 20, seed=3, jitter=0.5 if kernel == "hmc" else 0.0, **kw)
+    second = first.resume(20)
+    assert torch.equal(torch.cat([first.samples, second.samples], 1), long.samples)
+    for name in long.stats:
+        joined = torch.cat([first.stats[name], second.stats[name]], 1)
+        assert torch.equal(joined, long.stats[name]), name
+
+
+def test_energy_distribution_target_samples_its_batch_shape():
+    loc = torch.tensor([[0.0, 0.0], [5.0, 5.0], [-5.0, 0.0]], dtype=torch.float64)
+
+    def energy(x):
+        return 0.5 * (x - loc).square().sum(-1)
+
+    d = EnergyDistribution(energy, event_shape=(2,), batch_shape=(3,))
+    out = sample(d, 300, num_chains=8, seed=0, progress_bar=False,
+                 init=torch.zeros(8, 3, 2, dtype=torch.float64))  # fmt: skip
+    assert out.samples.shape == (8, 300, 3, 2)
+    assert out.stats["lp"].shape == (8, 300, 3)
+    z_mean, z_var = mcse_zscores(out.samples, loc, torch.ones(3, 2))
+    assert z_mean.abs().max() < Z_CRIT and z_var.abs().max() < Z_CRIT
+
+
+def test_keep_false_returns_final_states_and_thin():
+    out = sample(iso_energy, 10, num_chains=6, thin=3, keep=False, event_shape=(2,), seed=0,
+                 progress_bar=False)  # fmt: skip
+    assert out.samples.shape == (6, 2)
+    assert out.stats == {}
+    thinned = sample(iso_energy, 10, num_chains=6, thin=3, event_shape=(2,), seed=0,
+                     progress_bar=False)  # fmt: skip
+    assert thinned.samples.shape == (6, 10, 2)
+    torch.testing.assert_close(thinned.samples[:, -1], out.samples)
+
+
+def test_progress_bar_runs(capsys):
+    sample(iso_energy, 5, num_chains=2, event_shape=(2,), warmup_steps=5, progress_bar=True)
+    assert "divergences" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+def test_leapfrog_is_reversible_in_float64():
+    energy = GaussianEnergy.ill_conditioned(5, 30.0, generator=torch.Generator().manual_seed(0))
+    energy = energy.double()
+    x = torch.randn(16, 5, dtype=torch.float64)
+    state = init_state(energy, x, 1, with_grad=True)
+    p = torch.randn(16, 5, dtype=torch.float64)
+    metric = Metric(torch.Size([5]), torch.rand(5, dtype=torch.float64) + 0.5)
+    eps = torch.tensor(0.1, dtype=torch.float64)
+    end, p_end = leapfrog(energy, state, p, eps, metric, 25, 1)
+    back, p_back = leapfrog(energy, end, -p_end, eps, metric, 25, 1)
+    torch.testing.assert_close(back.position, x, rtol=0, atol=1e-10)
+    torch.testing.assert_close(-p_back, p, rtol=0, atol=1e-10)
+
+
+class CountingEnergy(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return 0.5 * x.square().sum(-1)
+
+
+@pytest.mark.parametrize("kernel, per_step", [("mala", 1), ("ula", 1), ("rwmh", 1), ("hmc", 7)])
+def test_one_energy_evaluation_per_step(kernel, per_step):
+    energy = CountingEnergy()
+    kw = dict(num_chains=64, kernel=kernel, warmup_steps=0, step_size=0.3, event_shape=(2,),
+              progress_bar=False, num_steps=7)  # fmt: skip
+    sample(energy, 1, **kw)
+    base = energy.calls  # initial evaluation + the first transition
+    energy.calls = 0
+    sample(energy, 51, **kw)
+    assert energy.calls - base == 50 * per_step
+
+
+def test_energy_and_grad_is_one_call():
+    energy = CountingEnergy()
+    x = torch.randn(10, 3)
+    e, g = energy_and_grad(energy, x, 1)
+    assert energy.calls == 1
+    torch.testing.assert_close(g, x)
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def box_energy(x: torch.Tensor) -> torch.Tensor:
+    """Standard normal restricted to the box [-1.5, 1.5]^2; NaN outside."""
+    e = 0.5 * x.square().sum(-1)
+    inside = (x.abs() <= 1.5).all(-1)
+    return torch.where(inside, e, torch.full_like(e, math.nan))
+
+
+def truncated_normal_moments(a: float) -> tuple[float, float]:
+    phi = math.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+    mass = math.erf(a / math.sqrt(2))
+    return 0.0, 1.0 - 2 * a * phi / mass
+
+
+@pytest.mark.parametrize("kernel", ["rwmh", "mala", "hmc"])
+def test_nan_region_gives_divergences_and_correct_moments(kernel):
+    init = torch.zeros(16, 2, dtype=torch.float64)
+    out = sample(box_energy, 800, num_chains=16, kernel=kernel, init=init, seed=0,
+                 step_size=0.8, adapt_step_size=False, progress_bar=False)  # fmt: skip
+    assert out.stats["diverging"].any()
+    assert torch.isfinite(out.samples).all()
+    assert (out.samples.abs() <= 1.5).all()
+    mean, var = truncated_normal_moments(1.5)
+    z_mean, z_var = mcse_zscores(out.samples, torch.full((2,), mean), torch.full((2,), var))
+    assert z_mean.abs().max() < Z_CRIT and z_var.abs().max() < Z_CRIT
+
+
+def test_energy_raising_is_a_divergence_not_a_crash():
+    def fragile(x):
+        if (x.abs() > 3).any():
+            raise RuntimeError("out of range")
+        return 0.5 * x.square().sum(-1)
+
+    out = sample(fragile, 50, num_chains=4, event_shape=(2,), step_size=2.0,
+                 adapt_step_size=False, seed=0, progress_bar=False)  # fmt: skip
+    assert out.stats["diverging"].any()
+    assert torch.isfinite(out.samples).all()
+
+
+def test_hmc_divergent_trajectories_are_capped():
+    out = sample(iso_energy, 20, num_chains=4, kernel="hmc", event_shape=(2,), step_size=50.0,
+                 adapt_step_size=False, num_steps=20, seed=0, progress_bar=False)  # fmt: skip
+    assert out.stats["diverging"].all()
+    assert (out.stats["n_steps"] == 20).all()
+
+
+def test_nonfinite_initial_energy_is_a_clear_error():
+    with pytest.raises(ValueError, match="pass `init=`"):
+        sample(box_energy, 5, num_chains=2, init=torch.full((2, 2), 3.0), progress_bar=False)
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kernel": "gibbs"}, "kernel must be one of"),
+        ({"step_size": 0.0}, "step_size"),
+        ({"step_size": -1.0}, "step_size"),
+        ({"num_chains": 0}, "num_chains"),
+        ({"thin": 0}, "thin"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"init": torch.zeros(3, 5)}, "init must have shape"),
+        ({"jitter": 1.5}, "jitter"),
+    ],
+)
+def test_bad_inputs(kwargs, match):
+    kw = {"num_chains": 2, "event_shape": (2,), "progress_bar": False, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample(iso_energy, 5, **kw)
+
+
+def test_bad_num_samples_and_energy_shapes():
+    with pytest.raises(ValueError, match="num_samples"):
+        sample(iso_energy, 0, event_shape=(2,))
+    with pytest.raises(ValueError, match="energy returned shape"):
+        sample(lambda x: x.sum(), 5, event_shape=(2,), progress_bar=False)
+    with pytest.raises(ValueError, match="event_shape is unknown"):
+        sample(iso_energy, 5)
+    with pytest.raises(ValueError, match="target must be"):
+        sample(3.0, 5)
