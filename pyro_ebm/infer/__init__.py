@@ -1,5 +1,6 @@
 """Samplers for energy-defined densities: vectorized step functions, a runner and Pyro kernels."""
 
+from .kernels import MALA, ULA, RandomWalkMH
 from .run import KERNELS, Samples, resume, sample
 
-__all__ = ["KERNELS", "Samples", "resume", "sample"]
+__all__ = ["KERNELS", "MALA", "ULA", "RandomWalkMH", "Samples", "resume", "sample"]

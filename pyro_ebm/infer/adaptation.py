@@ -159,3 +159,58 @@ def window_starts(warmup_steps: int) -> list[int]:
     if not ends:
         return []
     return [int(0.15 * warmup_steps)] + [e + 1 for e in ends[:-1]]
+
+
+class WarmupAdapter:
+    """Warmup of one run: dual averaging every step, mass matrix in Stan's windows.
+
+    Shared by the vectorized runner and the Pyro kernels. Call :meth:`update` after every
+    warmup transition with the state reached and its acceptance probabilities; it returns the
+    step size for the next transition, and :meth:`final_step_size` the frozen one.
+    """
+
+    def __init__(
+        self,
+        warmup_steps: int,
+        step_size: Tensor,
+        target_accept: float,
+        metric,
+        *,
+        adapt_step_size: bool = True,
+        adapt_mass_matrix: bool = True,
+        dense_mass: bool = False,
+    ) -> None:
+        self.metric = metric
+        self.dense_mass = dense_mass
+        self.step_size = step_size
+        self.dual = DualAveraging(step_size, target_accept) if adapt_step_size else None
+        ends = warmup_windows(warmup_steps) if adapt_mass_matrix else []
+        self.ends = set(ends)
+        starts = window_starts(warmup_steps) if adapt_mass_matrix else []
+        self.first = min(starts) if starts else warmup_steps
+        self.last = max(ends) if ends else -1
+        self.welford: WelfordCovariance | None = None
+
+    def update(self, i: int, position: Tensor, acceptance: Tensor) -> Tensor:
+        """Adapt after warmup transition ``i`` (0-based); returns the next step size."""
+        if self.dual is not None:
+            self.step_size = self.dual.update(acceptance)
+        if self.first <= i <= self.last:
+            metric = self.metric
+            if self.welford is None:
+                self.welford = WelfordCovariance(
+                    metric.size, self.dense_mass, position.dtype, position.device
+                )
+            self.welford.update(position.reshape(-1, metric.size))
+            if i in self.ends:
+                estimate = self.welford.estimate()
+                if not self.dense_mass:
+                    estimate = estimate.reshape(metric.event_shape)
+                metric.set(estimate)
+                self.welford = None
+                if self.dual is not None:
+                    self.dual.restart(self.step_size)
+        return self.step_size
+
+    def final_step_size(self) -> Tensor:
+        return self.step_size if self.dual is None else self.dual.final_step_size()

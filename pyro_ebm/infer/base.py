@@ -135,7 +135,12 @@ def energy_and_grad(fn: EnergyFn, x: Tensor, event_dim: int) -> tuple[Tensor, Te
             nan = _nonfinite_energy(x, event_dim)
             return nan, torch.full_like(x, math.nan).detach()
         _check_energy_shape(energy, x, event_dim)
-        (grad,) = torch.autograd.grad(energy.sum(), x, allow_unused=True)
+        if not energy.requires_grad:  # a constant energy (e.g. a NaN returned for a region)
+            return energy.detach(), torch.zeros_like(x).detach()
+        try:
+            (grad,) = torch.autograd.grad(energy.sum(), x, allow_unused=True)
+        except RuntimeError:  # a backward failure is a non-finite point too
+            return energy.detach(), torch.full_like(x, math.nan).detach()
     if grad is None:  # energy independent of x
         grad = torch.zeros_like(x)
     return energy.detach(), grad.detach()

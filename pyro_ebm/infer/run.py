@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import hmc, langevin, mala, rwmh
-from .adaptation import DualAveraging, WelfordCovariance, warmup_windows, window_starts
+from .adaptation import WarmupAdapter
 from .base import State, init_state
 from .metric import Metric
 
@@ -381,38 +381,21 @@ def _warmup(
         # ULA warms up with the Metropolis-adjusted move of the same proposal, so that a step
         # size that is still too large cannot throw the chains to infinity before adaptation.
         module = mala
-    adapter = DualAveraging(eps, module.TARGET_ACCEPT) if adapt_step_size else None
-    ends = set(warmup_windows(warmup_steps)) if adapt_mass_matrix else set()
-    starts = window_starts(warmup_steps) if adapt_mass_matrix else []
-    first = min(starts) if starts else warmup_steps
-    last = max(ends) if ends else -1
-    welford = None
+    adapter = WarmupAdapter(
+        warmup_steps, eps, module.TARGET_ACCEPT, metric,
+        adapt_step_size=adapt_step_size,
+        adapt_mass_matrix=adapt_mass_matrix,
+        dense_mass=dense_mass,
+    )  # fmt: skip
     diverged = torch.zeros(state.energy.shape, dtype=torch.long, device=state.energy.device)
     bar = tqdm(range(warmup_steps), desc="warmup", disable=not cfg.progress_bar, leave=False)
     for i in bar:
         state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
         diverged += info.diverging
-        if adapter is not None:
-            eps = adapter.update(info.acceptance_rate)
-        if first <= i <= last:
-            if welford is None:
-                welford = WelfordCovariance(
-                    metric.size, dense_mass, state.energy.dtype, state.energy.device
-                )
-            welford.update(state.position.reshape(-1, metric.size))
-            if i in ends:
-                estimate = welford.estimate()
-                if not dense_mass:
-                    estimate = estimate.reshape(tgt.event_shape)
-                metric.set(estimate)
-                welford = None
-                if adapter is not None:
-                    adapter.restart(eps)
+        eps = adapter.update(i, state.position, info.acceptance_rate)
         if cfg.progress_bar and (i % 25 == 0 or i == warmup_steps - 1):
             _postfix(bar, info, diverged)
-    if adapter is not None:
-        eps = adapter.final_step_size()
-    return state, eps, diverged
+    return state, adapter.final_step_size(), diverged
 
 
 def _postfix(bar, info, diverged) -> None:
