@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format install clean
+.PHONY: demo test test-slow lint format install clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,3 +37,6 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench: $(STAMP)
+	$(BIN)/python bench/samplers.py

@@ -94,8 +94,8 @@ class EnergyDistribution(TorchDistribution):
                     raise ValueError(f"log_Z must be a float or tensor; got {log_Z!r}")
                 log_Z = torch.tensor(float(log_Z))
             try:
-                torch.broadcast_shapes(log_Z.shape, batch_shape)
-            except RuntimeError as err:
+                _broadcast_shapes(log_Z.shape, batch_shape)
+            except ValueError as err:
                 raise ValueError(
                     f"log_Z of shape {tuple(log_Z.shape)} does not broadcast to batch_shape "
                     f"{tuple(batch_shape)}"
@@ -158,8 +158,8 @@ class EnergyDistribution(TorchDistribution):
                 f"{tuple(self.event_shape)}"
             )
         try:
-            torch.broadcast_shapes(value.shape[: value.dim() - event_dim], self.batch_shape)
-        except RuntimeError as err:
+            _broadcast_shapes(value.shape[: value.dim() - event_dim], self.batch_shape)
+        except ValueError as err:
             raise ValueError(
                 f"value of shape {tuple(value.shape)} does not broadcast to batch_shape "
                 f"{tuple(self.batch_shape)} + event_shape {tuple(self.event_shape)}"
@@ -178,7 +178,7 @@ class EnergyDistribution(TorchDistribution):
         lp = -self.energy(value)
         if self.log_Z is not None:
             lp = lp - self.log_Z
-        shape = torch.broadcast_shapes(value.shape[: value.dim() - event_dim], self.batch_shape)
+        shape = _broadcast_shapes(value.shape[: value.dim() - event_dim], self.batch_shape)
         return lp.expand(shape) if lp.shape != shape else lp
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
@@ -241,3 +241,17 @@ def _as_shape(name: str, shape) -> torch.Size:
     if any(s < 0 for s in out):
         raise ValueError(f"{name} must be a tuple of non-negative ints; got {tuple(out)}")
     return out
+
+
+def _broadcast_shapes(a: torch.Size, b: torch.Size) -> torch.Size:
+    """NumPy broadcasting of two shapes (plain Python: cheap on the log_prob hot path)."""
+    if a == b:
+        return torch.Size(a)
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for i, j in zip(a, b, strict=True):
+        if i != j and 1 not in (i, j):
+            raise ValueError(f"shapes {a} and {b} do not broadcast")
+        out.append(j if i == 1 else i)
+    return torch.Size(out)

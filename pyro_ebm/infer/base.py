@@ -177,15 +177,16 @@ def metropolis_accept(
     :math:`\\min\\{1, \\exp(E(x) - E(y) + \\log q(x\\mid y) - \\log q(y\\mid x))\\}`, where
     ``log_correction`` is the proposal's term :math:`\\log q(x\\mid y) - \\log q(y\\mid x)`
     (zero for symmetric proposals; the kinetic-energy difference for HMC). Proposals whose
-    energy, gradient or acceptance ratio is not finite are rejected and marked ``diverging``.
+    energy or acceptance ratio is not finite are rejected and marked ``diverging`` (a gradient
+    enters the ratio through ``log_correction`` for gradient-based proposals).
 
     Reference: Hastings (1970), *Monte Carlo sampling methods using Markov chains and their
     applications*, Biometrika 57(1).
     """
     log_ratio = current.energy - proposal.energy + log_correction
-    finite = torch.isfinite(proposal.energy) & torch.isfinite(log_ratio)
-    if proposal.grad is not None:
-        finite &= torch.isfinite(proposal.grad).flatten(proposal.energy.dim()).all(-1)
+    # For MALA and HMC the proposal's gradient enters ``log_correction``, so a non-finite
+    # gradient already makes the ratio non-finite: no separate pass over the gradient.
+    finite = torch.isfinite(log_ratio)
     log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -math.inf))
     acceptance = torch.exp(log_ratio.clamp(max=0.0))
     uniform = torch.rand(

@@ -40,17 +40,14 @@ def step(
 ) -> tuple[State, Info]:
     """One unadjusted Langevin move of every chain."""
     eps = step_size.reshape(step_size.shape + (1,) * event_dim)
-    position = langevin_proposal(state, eps, metric, generator)
+    position, log_q_forward = langevin_proposal(state, eps, metric, generator)
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
     proposal = State(position, energy, grad)
-    finite = torch.isfinite(energy) & torch.isfinite(grad).flatten(energy.dim()).all(-1)
-    log_ratio = (
-        state.energy
-        - energy
-        + langevin_log_q(state, proposal, step_size, metric)
-        - langevin_log_q(proposal, state, step_size, metric)
-    )
-    would_accept = torch.exp(torch.nan_to_num(log_ratio, nan=-torch.inf).clamp(max=0.0))
+    log_ratio = state.energy - energy + langevin_log_q(state, proposal, step_size, metric)
+    log_ratio = log_ratio - log_q_forward
+    # a non-finite energy or gradient at the proposal makes the ratio non-finite
+    finite = torch.isfinite(log_ratio)
+    would_accept = torch.where(finite, log_ratio, torch.zeros_like(log_ratio)).clamp(max=0.0).exp()
     would_accept = torch.where(finite, would_accept, torch.zeros_like(would_accept))
     new = select(finite, proposal, state, event_dim)
     return new, Info(acceptance_rate=would_accept, is_accepted=finite, diverging=~finite)

@@ -26,11 +26,19 @@ TARGET_ACCEPT = 0.574
 NEEDS_GRAD = True
 
 
-def langevin_proposal(state: State, eps: Tensor, metric: Metric, generator) -> Tensor:
-    """One Euler-Maruyama step of the (preconditioned) Langevin diffusion."""
+def langevin_proposal(
+    state: State, eps: Tensor, metric: Metric, generator
+) -> tuple[Tensor, Tensor]:
+    """One Euler-Maruyama step of the (preconditioned) Langevin diffusion.
+
+    Returns the proposal and the forward log density :math:`\\log q(y \\mid x) =
+    -\\tfrac12\\lVert\\xi\\rVert^2` (up to a constant), which follows from the noise directly.
+    """
     xi = randn_like(state.position, generator)
     drift = metric.inv_mul(state.grad)
-    return state.position - eps * drift + (2 * eps).sqrt() * metric.scale_noise(xi)
+    position = state.position - eps * drift + (2 * eps).sqrt() * metric.scale_noise(xi)
+    log_q_forward = -0.5 * xi.square().flatten(xi.dim() - metric.event_dim).sum(-1)
+    return position, log_q_forward
 
 
 def step(
@@ -43,12 +51,10 @@ def step(
 ) -> tuple[State, Info]:
     """One MALA transition of every chain; returns the new state and per-chain diagnostics."""
     eps = per_chain(step_size, event_dim)
-    position = langevin_proposal(state, eps, metric, generator)
+    position, log_q_forward = langevin_proposal(state, eps, metric, generator)
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
     proposal = State(position, energy, grad)
-    log_correction = langevin_log_q(state, proposal, step_size, metric) - langevin_log_q(
-        proposal, state, step_size, metric
-    )
+    log_correction = langevin_log_q(state, proposal, step_size, metric) - log_q_forward
     return metropolis_accept(state, proposal, log_correction, event_dim, generator)
 
 

@@ -8,6 +8,7 @@ bitwise reproducible, and :meth:`Samples.resume` continues a run exactly where i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,8 @@ class _Target:
 class _Config:
     kernel: str
     num_steps: int
+    trajectory_length: float | None
+    max_num_steps: int
     jitter: float
     max_energy_error: float
     thin: int
@@ -193,11 +196,19 @@ def _initial_step_size(
     return eps
 
 
-def _kernel_kwargs(cfg: _Config, host_gen) -> dict:
+def _leapfrog_steps(cfg: _Config, eps: Tensor) -> int:
+    """Leapfrog steps per transition: fixed, or ``trajectory_length / step size`` (capped)."""
+    if cfg.trajectory_length is None:
+        return cfg.num_steps
+    steps = math.ceil(cfg.trajectory_length / float(eps.mean()))
+    return max(1, min(steps, cfg.max_num_steps))
+
+
+def _kernel_kwargs(cfg: _Config, host_gen, eps: Tensor) -> dict:
     if cfg.kernel != "hmc":
         return {}
     return {
-        "num_steps": cfg.num_steps,
+        "num_steps": _leapfrog_steps(cfg, eps),
         "jitter": cfg.jitter,
         "max_energy_error": cfg.max_energy_error,
         "host_generator": host_gen,
@@ -223,6 +234,8 @@ def sample(
     dense_mass: bool = False,
     inv_mass: Tensor | None = None,
     num_steps: int = 10,
+    trajectory_length: float | None = None,
+    max_num_steps: int = 1024,
     jitter: float = 0.0,
     max_energy_error: float = 1000.0,
     keep: bool = True,
@@ -266,9 +279,11 @@ def sample(
     adapt_mass_matrix, dense_mass, inv_mass:
         Welford estimation of a diagonal (or dense) inverse mass matrix during warmup; or a
         fixed ``inv_mass``.
-    num_steps, jitter, max_energy_error:
-        HMC leapfrog steps per transition, their random reduction fraction, and the energy
-        error beyond which a trajectory counts as divergent.
+    num_steps, trajectory_length, max_num_steps, jitter, max_energy_error:
+        HMC leapfrog steps per transition, or instead a trajectory length (integration time;
+        steps = length / step size, at most ``max_num_steps``, so a collapsing step size can
+        never make a transition hang), the random reduction fraction of the steps, and the
+        energy error beyond which a trajectory counts as divergent.
     keep:
         ``False`` returns only the final states (for training loops): no draw history.
     sample_device:
@@ -297,6 +312,9 @@ def sample(
     _check_positive_int("num_chains", num_chains)
     _check_positive_int("thin", thin)
     _check_positive_int("num_steps", num_steps)
+    _check_positive_int("max_num_steps", max_num_steps)
+    if trajectory_length is not None and not (0 < trajectory_length < math.inf):
+        raise ValueError(f"trajectory_length must be positive; got {trajectory_length!r}")
     if warmup_steps is None:
         warmup_steps = max(num_samples, 100)
     _check_positive_int("warmup_steps", warmup_steps, minimum=0)
@@ -324,6 +342,8 @@ def sample(
     cfg = _Config(
         kernel=kernel,
         num_steps=num_steps,
+        trajectory_length=None if trajectory_length is None else float(trajectory_length),
+        max_num_steps=max_num_steps,
         jitter=float(jitter),
         max_energy_error=float(max_energy_error),
         thin=thin,
@@ -337,7 +357,7 @@ def sample(
     metric = Metric(tgt.event_shape, None if inv_mass is None else torch.as_tensor(inv_mass))
     metric = metric.to(dtype=tgt.dtype, device=tgt.device)
     host_gen = _host_generator(gen)
-    kwargs = _kernel_kwargs(cfg, host_gen)
+    kwargs = _kernel_kwargs(cfg, host_gen, torch.ones(()))
     if step_size is None:
         eps = _initial_step_size(
             module, tgt.energy_fn, state, metric, gen, event_dim, kwargs, module.TARGET_ACCEPT
@@ -351,6 +371,7 @@ def sample(
                 f"step_size must be a float or a tensor of shape {tuple(chain_shape)}; "
                 f"got shape {tuple(eps.shape)}"
             )
+    kwargs = _kernel_kwargs(cfg, host_gen, eps)
     if per_chain_step_size and adapt_step_size and eps.dim() == 0:
         eps = eps.expand(chain_shape).clone()
     warm_div = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
@@ -393,6 +414,8 @@ def _warmup(
         state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
         diverged += info.diverging
         eps = adapter.update(i, state.position, info.acceptance_rate)
+        if cfg.trajectory_length is not None and "num_steps" in kwargs:
+            kwargs["num_steps"] = _leapfrog_steps(cfg, eps)
         if cfg.progress_bar and (i % 25 == 0 or i == warmup_steps - 1):
             _postfix(bar, info, diverged)
     return state, adapter.final_step_size(), diverged
@@ -406,7 +429,7 @@ def _postfix(bar, info, diverged) -> None:
 
 def _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div) -> Samples:
     event_dim = len(tgt.event_shape)
-    kwargs = _kernel_kwargs(cfg, host_gen)
+    kwargs = _kernel_kwargs(cfg, host_gen, eps)
     chain_shape = state.energy.shape
     store = cfg.sample_device or tgt.device
     names = ["lp", "acceptance_rate", "step_size", "diverging"]

@@ -234,3 +234,14 @@ def test_bad_num_samples_and_energy_shapes():
         sample(iso_energy, 5)
     with pytest.raises(ValueError, match="target must be"):
         sample(3.0, 5)
+
+
+def test_trajectory_length_sets_and_caps_the_leapfrog_steps():
+    kw = dict(num_chains=4, kernel="hmc", event_shape=(2,), warmup_steps=0, seed=0,
+              progress_bar=False)  # fmt: skip
+    out = sample(iso_energy, 5, step_size=0.25, trajectory_length=1.0, **kw)
+    assert (out.stats["n_steps"] == 4).all()
+    capped = sample(iso_energy, 5, step_size=1e-6, trajectory_length=1.0, max_num_steps=16, **kw)
+    assert (capped.stats["n_steps"] == 16).all()
+    with pytest.raises(ValueError, match="trajectory_length"):
+        sample(iso_energy, 5, trajectory_length=-1.0, **kw)
