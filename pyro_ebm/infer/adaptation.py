@@ -130,17 +130,25 @@ class WelfordCovariance:
         return (n / (n + 5.0)) * cov + shrink
 
 
+def _buffers(warmup_steps: int) -> tuple[int, int]:
+    """Initial and terminal fast intervals: 15% and max(10%, min(50, 25%)) of warmup."""
+    return int(0.15 * warmup_steps), max(int(0.1 * warmup_steps), min(50, warmup_steps // 4))
+
+
 def warmup_windows(warmup_steps: int) -> list[int]:
     """Iterations (0-based) at whose end the mass matrix is re-estimated.
 
     Stan's schedule: an initial fast interval (15%) adapting only the step size, slow windows
     of doubling length (starting at 25 iterations) that estimate the mass matrix, and a
-    terminal fast interval (10%). Fewer than 20 warmup steps adapt the step size only.
+    terminal fast interval in which dual averaging settles on the final metric. The terminal
+    interval is at least ``min(50, warmup/4)`` iterations (Stan's 10% leaves a 40-step warmup
+    only 4 iterations to re-adapt the step size, whose average is then far off), and a slow span
+    under 20 iterations estimates no mass matrix at all.
     """
-    if warmup_steps < 20:
+    init, term = _buffers(warmup_steps)
+    start, end = init, warmup_steps - term
+    if end - start < 20:
         return []
-    start = int(0.15 * warmup_steps)
-    end = warmup_steps - int(0.1 * warmup_steps)
     ends = []
     size = 25
     while start < end:
@@ -158,7 +166,7 @@ def window_starts(warmup_steps: int) -> list[int]:
     ends = warmup_windows(warmup_steps)
     if not ends:
         return []
-    return [int(0.15 * warmup_steps)] + [e + 1 for e in ends[:-1]]
+    return [_buffers(warmup_steps)[0]] + [e + 1 for e in ends[:-1]]
 
 
 class WarmupAdapter:

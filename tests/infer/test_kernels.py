@@ -134,3 +134,16 @@ def test_bad_arguments():
     mcmc = MCMC(MALA(potential_fn=potential), num_samples=2, disable_progbar=True)
     with pytest.raises(ValueError, match="initial_params"):
         mcmc.run()
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+def test_to_arviz_and_summary(kernel_cls):
+    from pyro_ebm.diagnostics import az, to_arviz
+
+    mcmc = MCMC(kernel_cls(model), num_samples=40, warmup_steps=40, disable_progbar=True)
+    mcmc.run()
+    idata = to_arviz(mcmc)
+    assert idata.posterior["z"].shape == (1, 40, 3)
+    assert {"lp", "acceptance_rate", "step_size", "diverging"} <= set(idata.sample_stats)
+    summary = az.summary(idata)
+    assert summary.shape[0] == 3 and summary["mean"].notna().all()

@@ -1,0 +1,447 @@
+"""The ArviZ bridge: Samples and pyro.infer.MCMC (ours, Pyro's HMC, NUTS, random walk) to ArviZ."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import matplotlib
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import HMC, MCMC, NUTS
+from pyro.infer.mcmc import RandomWalkKernel
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
+
+from pyro_ebm import EnergyDistribution, diagnostics
+from pyro_ebm.diagnostics import StatsRecorder, to_arviz
+from pyro_ebm.infer import sample
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+az = diagnostics.az  # ArviZ as the bridge imports it (its once-a-day FutureWarning silenced)
+
+F64 = torch.float64
+NUM_CHAINS, NUM_DRAWS = 4, 100
+
+
+def iso_energy(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x.square().sum(-1)
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict:
+    return {
+        kernel: sample(
+            iso_energy,
+            NUM_DRAWS,
+            num_chains=NUM_CHAINS,
+            kernel=kernel,
+            event_shape=(2,),
+            warmup_steps=100,
+            seed=1,
+            progress_bar=False,
+            dtype=F64,
+        )
+        for kernel in ("rwmh", "mala", "hmc")
+    }
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def expected_stats(kernel: str) -> set[str]:
+    names = {"lp", "acceptance_rate", "step_size", "diverging"}
+    return names | {"energy", "n_steps"} if kernel == "hmc" else names
+
+
+# ---------------------------------------------------------------- Samples -> ArviZ
+
+
+@pytest.mark.parametrize("kernel", ["rwmh", "mala", "hmc"])
+def test_samples_groups_dims_and_stat_names(runs, kernel):
+    out = runs[kernel]
+    idata = to_arviz(out)
+    x = idata.posterior["x"]
+    assert x.dims == ("chain", "draw", "x_dim_0")
+    assert x.shape == (NUM_CHAINS, NUM_DRAWS, 2)
+    np.testing.assert_array_equal(x.coords["chain"].values, np.arange(NUM_CHAINS))
+    np.testing.assert_array_equal(x.coords["draw"].values, np.arange(NUM_DRAWS))
+    np.testing.assert_array_equal(x.values, out.samples.numpy())
+    stats = idata.sample_stats
+    assert set(stats.data_vars) == expected_stats(kernel)
+    for name, value in stats.data_vars.items():
+        assert value.dims == ("chain", "draw"), name
+        np.testing.assert_array_equal(value.values, out.stats[name].numpy())
+    assert stats["diverging"].dtype == bool
+    if kernel == "hmc":
+        assert stats["n_steps"].dtype.kind == "i"
+    assert out.to_arviz(var_name="theta").posterior["theta"].shape == (NUM_CHAINS, NUM_DRAWS, 2)
+
+
+def test_samples_batch_dims_are_named_and_shared_with_stats():
+    target = EnergyDistribution(iso_energy, (2,), batch_shape=(3,))
+    out = sample(target, 20, num_chains=2, warmup_steps=20, seed=0, progress_bar=False, dtype=F64)
+    idata = to_arviz(out)
+    assert idata.posterior["x"].dims == ("chain", "draw", "batch_dim_0", "x_dim_0")
+    assert idata.posterior["x"].shape == (2, 20, 3, 2)
+    assert idata.sample_stats["lp"].dims == ("chain", "draw", "batch_dim_0")
+    np.testing.assert_array_equal(idata.sample_stats["lp"].values, out.stats["lp"].numpy())
+
+
+@pytest.mark.parametrize("kernel", ["rwmh", "mala", "hmc"])
+def test_summary_rhat_ess(runs, kernel):
+    out = runs[kernel]
+    idata = to_arviz(out)
+    summary = az.summary(idata, round_to="none")
+    assert list(summary.index) == ["x[0]", "x[1]"]
+    assert np.isfinite(summary[["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].values).all()
+    np.testing.assert_allclose(summary["mean"].values, out.samples.mean((0, 1)).numpy())
+    rhat = az.rhat(idata)["x"].values
+    ess = az.ess(idata)["x"].values
+    assert np.isfinite(rhat).all() and (rhat < 1.2).all()
+    assert np.isfinite(ess).all() and (ess > 10).all()
+
+
+@pytest.mark.parametrize("kernel", ["rwmh", "mala", "hmc"])
+def test_plots_render(runs, kernel):
+    idata = to_arviz(runs[kernel])
+    assert az.plot_trace(idata).shape == (1, 2)  # one row per variable (compact)
+    assert az.plot_rank(idata).size == 2  # one panel per component
+    if kernel == "hmc":
+        az.plot_energy(idata)
+        assert plt.gcf().axes
+
+
+def test_bfmi_hmc(runs):
+    out = runs["hmc"]
+    bfmi = az.bfmi(to_arviz(out))
+    energy = out.stats["energy"].numpy()
+    by_hand = np.square(np.diff(energy, axis=1)).mean(1) / energy.var(1, ddof=1)
+    assert bfmi.shape == (NUM_CHAINS,)
+    np.testing.assert_allclose(bfmi, by_hand, rtol=1e-10)
+    assert (bfmi > 0.3).all()  # an isotropic Gaussian is the easy case
+
+
+def test_samples_without_draws_and_bad_objects_raise():
+    out = sample(
+        iso_energy,
+        5,
+        num_chains=2,
+        event_shape=(2,),
+        warmup_steps=5,
+        seed=0,
+        progress_bar=False,
+        keep=False,
+    )
+    with pytest.raises(ValueError, match="keep=False"):
+        to_arviz(out)
+    with pytest.raises(ValueError, match=r"Samples or a pyro\.infer\.MCMC"):
+        to_arviz({"x": torch.zeros(2, 10)})
+    with pytest.raises(ValueError, match="not to a Samples"):
+        to_arviz(
+            sample(
+                iso_energy,
+                5,
+                num_chains=2,
+                event_shape=(2,),
+                warmup_steps=5,
+                seed=0,
+                progress_bar=False,
+            ),
+            recorder=StatsRecorder(),
+        )
+    mcmc = MCMC(HMC(model, num_steps=2), num_samples=5, disable_progbar=True)
+    with pytest.raises(ValueError, match="run"):
+        to_arviz(mcmc)
+
+
+# ---------------------------------------------------------------- pyro.infer.MCMC -> ArviZ
+
+
+def model():
+    pyro.sample("x", dist.Normal(torch.zeros(2, dtype=F64), 1.0).to_event(1))
+    pyro.sample("sigma", dist.LogNormal(torch.tensor(0.0, dtype=F64), 1.0))
+
+
+def exact_lp(samples: dict) -> np.ndarray:
+    """Minus Pyro's potential energy, in closed form: the unconstrained log sigma is N(0, 1)."""
+    std = dist.Normal(torch.tensor(0.0, dtype=F64), 1.0)
+    lp = std.log_prob(samples["x"]).sum(-1) + std.log_prob(samples["sigma"].log())
+    return lp.numpy()
+
+
+def run_mcmc(kernel, *, num_samples=100, warmup_steps=50, recorder=None, seed=0, **kwargs):
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(
+        kernel,
+        num_samples=num_samples,
+        warmup_steps=warmup_steps,
+        hook_fn=recorder,
+        disable_progbar=True,
+        **kwargs,
+    )
+    mcmc.run()
+    return mcmc
+
+
+class FinalMeanAcceptance:
+    """A hook that runs the recorder and keeps the kernel's running mean acceptance per chain.
+
+    Pyro's MCMC calls ``kernel.cleanup()`` after each chain, which resets that mean. It also
+    keeps RandomWalkKernel's proposal scale as warmup leaves it.
+    """
+
+    def __init__(self, recorder: StatsRecorder) -> None:
+        self.recorder = recorder
+        self.means: list[float] = []
+        self.warmup_log_step_size = math.nan
+
+    def __call__(self, kernel, params, stage, i):
+        self.recorder(kernel, params, stage, i)
+        if stage.startswith("Warmup"):
+            self.warmup_log_step_size = getattr(kernel, "_log_step_size", math.nan)
+        if stage.startswith("Sample"):
+            if i == 0:
+                self.means.append(math.nan)
+            self.means[-1] = kernel._mean_accept_prob
+
+
+@pytest.fixture(scope="module")
+def pyro_runs() -> dict:
+    out = {}
+    for name, kernel in [("nuts", NUTS(model)), ("hmc", HMC(model, num_steps=5))]:
+        hook = FinalMeanAcceptance(StatsRecorder())
+        out[name] = (run_mcmc(kernel, recorder=hook), hook)
+    return out
+
+
+@pytest.mark.parametrize("name", ["nuts", "hmc"])
+def test_pyro_hmc_nuts_with_recorder(pyro_runs, name):
+    mcmc, hook = pyro_runs[name]
+    kernel = mcmc.kernel
+    idata = to_arviz(mcmc, recorder=hook.recorder)
+    assert set(idata.posterior.data_vars) == {"x", "sigma"}
+    assert idata.posterior["x"].dims == ("chain", "draw", "x_dim_0")
+    assert idata.posterior["x"].shape == (1, 100, 2)
+    stats = idata.sample_stats
+    expected = {"lp", "acceptance_rate", "step_size", "diverging", "energy", "n_steps"}
+    assert set(stats.data_vars) == expected | ({"tree_depth"} if name == "nuts" else set())
+    for value in stats.data_vars.values():
+        assert value.shape == (1, 100)
+    lp = stats["lp"].values
+    np.testing.assert_allclose(lp, exact_lp(mcmc.get_samples(group_by_chain=True)), atol=1e-10)
+    accept = stats["acceptance_rate"].values
+    assert ((accept >= 0) & (accept <= 1)).all()
+    assert accept.mean() == pytest.approx(hook.means[0], abs=1e-9)
+    np.testing.assert_array_equal(stats["step_size"].values, kernel.step_size)
+    diverging = stats["diverging"].values
+    assert diverging.dtype == bool
+    assert diverging.sum() == len(mcmc._diagnostics[0]["divergences"])
+    # energy[k] is U(z_{k-1}) + K(r_k): minus lp[k-1] leaves the kinetic energy of a fresh
+    # N(0, I) momentum in 3 dimensions, chi-square(3) / 2 with mean 1.5 and sd 1.22.
+    kinetic = stats["energy"].values[:, 1:] + lp[:, :-1]
+    assert (kinetic >= -1e-10).all()
+    assert abs(kinetic.mean() - 1.5) < 0.6
+    n_steps = stats["n_steps"].values
+    assert n_steps.dtype.kind == "i"
+    if name == "hmc":
+        assert (n_steps == kernel.num_steps).all()
+    else:
+        depth = stats["tree_depth"].values
+        assert ((depth >= 0) & (depth <= kernel._max_tree_depth)).all()
+        assert ((n_steps >= 2**depth - 1) & (n_steps >= 1) & (n_steps < 2 ** (depth + 1))).all()
+    az.plot_energy(idata)
+    bfmi = az.bfmi(idata)
+    assert np.isfinite(bfmi).all() and (bfmi > 0.3).all()
+    assert np.isfinite(az.summary(idata)[["mean", "sd", "ess_bulk"]].values).all()  # 1 chain
+
+
+@pytest.mark.parametrize("name", ["nuts", "hmc"])
+def test_pyro_fallback_recomputes_lp_exactly(pyro_runs, name):
+    mcmc, hook = pyro_runs[name]
+    stats = to_arviz(mcmc).sample_stats
+    assert set(stats.data_vars) == {"lp", "diverging"}
+    np.testing.assert_allclose(
+        stats["lp"].values,
+        to_arviz(mcmc, recorder=hook.recorder).sample_stats["lp"].values,
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(
+        stats["lp"].values, exact_lp(mcmc.get_samples(group_by_chain=True)), atol=1e-10
+    )
+    assert az.plot_trace(to_arviz(mcmc)).shape == (2, 2)  # x and sigma
+
+
+def test_nuts_tree_depth_when_the_first_step_diverges():
+    # A step of 100 throws the first leapfrog step of every trajectory out: that subtree is
+    # discarded, so the tree keeps depth 0 after one leapfrog step, and the draw diverges.
+    kernel = NUTS(model, step_size=100.0, adapt_step_size=False, adapt_mass_matrix=False)
+    recorder = StatsRecorder(kernel)
+    mcmc = run_mcmc(kernel, num_samples=10, warmup_steps=0, recorder=recorder)
+    stats = to_arviz(mcmc, recorder=recorder).sample_stats
+    assert mcmc._diagnostics[0]["divergences"] == list(range(10))
+    assert stats["diverging"].values.all()
+    np.testing.assert_array_equal(stats["tree_depth"].values, 0)
+    np.testing.assert_array_equal(stats["n_steps"].values, 1)
+
+
+def test_divergences_in_recorder_and_fallback():
+    # A leapfrog step of 2.5 is unstable on a unit Gaussian: the energy error explodes.
+    kernel = HMC(model, step_size=2.5, num_steps=3, adapt_step_size=False, adapt_mass_matrix=False)
+    recorder = StatsRecorder(kernel)  # attached up front: warmup_steps=0 misses nothing
+    mcmc = run_mcmc(kernel, num_samples=20, warmup_steps=0, recorder=recorder)
+    with_recorder = to_arviz(mcmc, recorder=recorder).sample_stats
+    fallback = to_arviz(mcmc).sample_stats
+    expected = np.zeros((1, 20), dtype=bool)
+    expected[0, mcmc._diagnostics[0]["divergences"]] = True
+    assert expected.any()
+    np.testing.assert_array_equal(with_recorder["diverging"].values, expected)
+    np.testing.assert_array_equal(fallback["diverging"].values, expected)
+    assert with_recorder["energy"].shape == (1, 20)
+    np.testing.assert_allclose(fallback["lp"].values, with_recorder["lp"].values, atol=1e-10)
+
+
+def test_random_walk_with_and_without_recorder():
+    kernel = RandomWalkKernel(model, init_step_size=0.5)
+    hook = FinalMeanAcceptance(recorder := StatsRecorder())
+    mcmc = run_mcmc(kernel, num_samples=200, warmup_steps=100, recorder=hook)
+    draws = mcmc.get_samples(group_by_chain=True)
+    stats = to_arviz(mcmc, recorder=recorder).sample_stats
+    assert set(stats.data_vars) == {"lp", "acceptance_rate", "step_size", "diverging"}
+    np.testing.assert_allclose(stats["lp"].values, exact_lp(draws), atol=1e-10)
+    assert not stats["diverging"].values.any()
+    accept = stats["acceptance_rate"].values
+    assert accept.mean() == pytest.approx(hook.means[0], abs=1e-9)
+    # Each draw reports the scale its proposal used. The first post-warmup transition still
+    # adapts, so draw 0 used the scale warmup left and the later ones the final scale.
+    step_size = stats["step_size"].values[0]
+    assert step_size[0] == pytest.approx(math.exp(hook.warmup_log_step_size), rel=1e-12)
+    assert step_size[0] != pytest.approx(step_size[1], rel=1e-6)
+    np.testing.assert_allclose(step_size[1:], math.exp(kernel._log_step_size))
+    fallback = to_arviz(mcmc)  # arviz.from_pyro raises KeyError 'divergences' here
+    assert set(fallback.sample_stats.data_vars) == {"lp", "diverging"}
+    np.testing.assert_allclose(fallback.sample_stats["lp"].values, exact_lp(draws), atol=1e-10)
+    assert not fallback.sample_stats["diverging"].values.any()
+    assert np.isfinite(az.summary(fallback)["mean"].values).all()
+
+
+def sequential_chains(monkeypatch):
+    """Make Pyro draw num_chains=2 one after the other in this process, as on a 2-core box."""
+    monkeypatch.setattr(pyro.infer.mcmc.api.mp, "cpu_count", lambda: 1)
+    return pytest.warns(UserWarning, match="Chains will be drawn sequentially")
+
+
+def test_recorder_separates_sequential_chains(monkeypatch):
+    kernel = HMC(model, num_steps=3)
+    hook = FinalMeanAcceptance(recorder := StatsRecorder())
+    with sequential_chains(monkeypatch):
+        mcmc = run_mcmc(kernel, num_samples=30, warmup_steps=30, recorder=hook, num_chains=2)
+    assert sorted(recorder.chains) == [0, 1]
+    stats = to_arviz(mcmc, recorder=recorder).sample_stats
+    assert stats["energy"].shape == (2, 30)
+    np.testing.assert_allclose(
+        stats["lp"].values, exact_lp(mcmc.get_samples(group_by_chain=True)), atol=1e-10
+    )
+    np.testing.assert_allclose(stats["acceptance_rate"].values.mean(1), hook.means, atol=1e-9)
+    assert az.bfmi(to_arviz(mcmc, recorder=recorder)).shape == (2,)
+
+
+def test_recorder_errors_and_detach():
+    with pytest.raises(ValueError, match="holds no draws"):
+        to_arviz(
+            run_mcmc(HMC(model, num_steps=2), num_samples=5, warmup_steps=5),
+            recorder=StatsRecorder(),
+        )
+    recorder = StatsRecorder()
+    run_mcmc(HMC(model, num_steps=2), num_samples=5, warmup_steps=5, recorder=recorder)
+    other = run_mcmc(HMC(model, num_steps=2), num_samples=6, warmup_steps=5)
+    with pytest.raises(ValueError, match="1 chain"):
+        to_arviz(other, recorder=recorder)
+    with pytest.raises(ValueError, match="StatsRecorder or None"):
+        to_arviz(other, recorder=object())
+    kernel = NUTS(model)
+    recorder = StatsRecorder(kernel)
+    assert {"_sample_r", "_build_tree", "_build_basetree"} <= set(vars(kernel))
+    clone = pickle.loads(pickle.dumps(kernel))  # the kernel stays picklable for workers
+    assert clone._sample_r.kernel is clone
+    recorder.detach()
+    assert not {"_sample_r", "_build_tree", "_build_basetree"} & set(vars(kernel))
+
+
+# ---------------------------------------------------------------- pyro-ebm's kernels' branch
+
+
+class MiniMH(MCMCKernel):
+    """A random-walk MH kernel reporting per-draw stats as pyro-ebm's kernels do."""
+
+    def __init__(self, potential_fn, step_size=0.8):
+        self.potential_fn = potential_fn
+        self.step_size = step_size
+        self.transforms = {}
+        self._initial_params = None
+
+    @property
+    def initial_params(self):
+        return self._initial_params
+
+    @initial_params.setter
+    def initial_params(self, params):
+        self._initial_params = params
+
+    def setup(self, warmup_steps, *args, **kwargs):
+        self._warmup_steps, self._t = warmup_steps, 0
+        self._stats = {"lp": [], "acceptance_rate": [], "step_size": []}
+
+    def sample(self, params):
+        z = params["z"]
+        proposal = z + self.step_size * torch.randn(z.shape, dtype=z.dtype)
+        u, u_new = self.potential_fn({"z": z}), self.potential_fn({"z": proposal})
+        accept = float((u - u_new).exp().clamp(max=1.0))
+        if torch.rand(()) < accept:
+            z, u = proposal, u_new
+        if self._t >= self._warmup_steps:
+            self._stats["lp"].append(-float(u))
+            self._stats["acceptance_rate"].append(accept)
+            self._stats["step_size"].append(self.step_size + 0.001 * self._t)
+        self._t += 1
+        return {"z": z}
+
+    def diagnostics(self):
+        n = len(self._stats["lp"])
+        return {
+            "divergences": [3],
+            "acceptance rate": 0.5,
+            "sample_stats": dict(self._stats),
+            "num": n,
+        }
+
+
+def gaussian_potential(params):
+    return 0.5 * params["z"].square().sum()
+
+
+def test_own_kernel_sample_stats_are_used(monkeypatch):
+    kernel = MiniMH(gaussian_potential)
+    init = {"z": torch.tensor([[0.5, -0.5], [-1.0, 1.0]], dtype=F64)}
+    with sequential_chains(monkeypatch):
+        mcmc = run_mcmc(kernel, num_samples=40, warmup_steps=10, num_chains=2, initial_params=init)
+    idata = to_arviz(mcmc)
+    stats = idata.sample_stats
+    assert set(stats.data_vars) == {"lp", "acceptance_rate", "step_size", "diverging"}
+    assert idata.posterior["z"].shape == (2, 40, 2)
+    for chain, diag in enumerate(mcmc._diagnostics):
+        for name in ("lp", "acceptance_rate", "step_size"):
+            np.testing.assert_array_equal(stats[name].values[chain], diag["sample_stats"][name])
+    z = mcmc.get_samples(group_by_chain=True)["z"]
+    np.testing.assert_allclose(stats["lp"].values, -0.5 * z.square().sum(-1).numpy())
+    expected = np.zeros((2, 40), dtype=bool)
+    expected[:, 3] = True  # from each chain's "divergences" index list
+    np.testing.assert_array_equal(stats["diverging"].values, expected)
+    assert az.plot_trace(idata).shape == (1, 2)
