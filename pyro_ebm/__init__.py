@@ -3,9 +3,19 @@
 The energy is the negative unnormalized log-density, :math:`p(x) = \\exp(-E(x)) / Z`.
 """
 
-from . import datasets, energies, infer
+from . import datasets, energies, infer, objectives
 from .distribution import EnergyDistribution
+from .training import History, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["EnergyDistribution", "__version__", "datasets", "energies", "infer"]
+__all__ = [
+    "EnergyDistribution",
+    "History",
+    "__version__",
+    "datasets",
+    "energies",
+    "fit",
+    "infer",
+    "objectives",
+]

@@ -35,7 +35,9 @@ class EnergyDistribution(TorchDistribution):
         Shape of one draw, e.g. ``(2,)`` or ``(1, 8, 8)``.
     log_Z:
         The log normalizer if known: a float, a tensor broadcastable to ``batch_shape``, or an
-        ``nn.Parameter`` (learned by NCE/FCE; gradients flow through ``log_prob``).
+        ``nn.Parameter`` (learned by NCE/FCE; gradients flow through ``log_prob``). When
+        omitted, a ``log_Z`` tensor attribute of the energy (set by :func:`pyro_ebm.fit` with
+        NCE or FCE) is used.
     batch_shape:
         Batch shape of the distribution (the energy's own batch), default ``()``.
     sampler:
@@ -88,6 +90,8 @@ class EnergyDistribution(TorchDistribution):
             raise ValueError(f"sampler must be one of {sorted(KERNELS)}; got {sampler!r}")
         if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
             raise ValueError(f"sampler_kwargs must be a dict; got {type(sampler_kwargs).__name__}")
+        if log_Z is None and torch.is_tensor(getattr(energy, "log_Z", None)):
+            log_Z = energy.log_Z  # learned by pyro_ebm.fit with NCE/FCE
         if log_Z is not None:
             if not torch.is_tensor(log_Z):
                 if isinstance(log_Z, bool) or not isinstance(log_Z, (int, float)):

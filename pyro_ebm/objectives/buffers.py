@@ -1,0 +1,92 @@
+"""Replay buffer of persistent negative samples for contrastive divergence.
+
+Persistent chains (Tieleman 2008) continue from where the previous training step left them;
+a fraction ``reinit_prob`` restarts from noise each step so the buffer keeps exploring
+(Du & Mordatch 2019, *Implicit generation and generalization in energy-based models*).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ReplayBuffer", "noise_like_data"]
+
+
+def noise_like_data(
+    low: Tensor, high: Tensor, n: int, kind: str, generator: torch.Generator | None
+) -> Tensor:
+    """``n`` starting points spread over the data: uniform on the box ``[low, high]`` or a
+    Gaussian with mean ``(low+high)/2`` and std ``(high-low)/4`` per coordinate."""
+    shape = (n,) + tuple(low.shape)
+    if kind == "uniform":
+        u = torch.rand(shape, dtype=low.dtype, device=low.device, generator=generator)
+        return low + (high - low) * u
+    if kind == "gaussian":
+        z = torch.randn(shape, dtype=low.dtype, device=low.device, generator=generator)
+        return (low + high) / 2 + z * (high - low) / 4
+    raise ValueError(f"init must be 'uniform' or 'gaussian'; got {kind!r}")
+
+
+class ReplayBuffer(nn.Module):
+    """A fixed-size store of negative samples, kept on ``device`` (e.g. the CPU).
+
+    Parameters
+    ----------
+    size:
+        Number of stored samples.
+    reinit_prob:
+        Probability that a drawn sample is replaced by fresh noise.
+    init:
+        ``"uniform"`` on the data's bounding box (widened by 10%) or ``"gaussian"``.
+    device:
+        Where the buffer lives (``None``: the data's device).
+    """
+
+    def __init__(
+        self, size: int, reinit_prob: float = 0.05, init: str = "uniform", device=None
+    ) -> None:
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"buffer_size must be a positive int; got {size!r}")
+        if not 0.0 <= reinit_prob <= 1.0:
+            raise ValueError(f"reinit_prob must be in [0, 1]; got {reinit_prob!r}")
+        if init not in ("uniform", "gaussian"):
+            raise ValueError(f"init must be 'uniform' or 'gaussian'; got {init!r}")
+        self.size, self.reinit_prob, self.init, self.device = size, reinit_prob, init, device
+        self.register_buffer("samples", torch.empty(0))
+        self.register_buffer("low", torch.empty(0))
+        self.register_buffer("high", torch.empty(0))
+
+    @property
+    def ready(self) -> bool:
+        return self.samples.numel() > 0
+
+    def setup(self, data: Tensor, generator: torch.Generator | None = None) -> None:
+        """Fix the noise box from the data and fill the buffer with noise."""
+        device = self.device or data.device
+        lo, hi = data.min(0).values, data.max(0).values
+        margin = 0.1 * (hi - lo).clamp(min=1e-3)
+        self.low, self.high = (lo - margin).to(device), (hi + margin).to(device)
+        gen = generator if generator is None or generator.device == torch.device(device) else None
+        self.samples = noise_like_data(self.low, self.high, self.size, self.init, gen)
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Fresh noise points (for short-run chains)."""
+        return noise_like_data(self.low, self.high, n, self.init, generator)
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` stored samples (a fraction re-initialized) and their indices."""
+        device = self.samples.device
+        gen = generator if generator is None or generator.device == device else None
+        idx = torch.randint(0, self.size, (n,), device=device, generator=gen)
+        x = self.samples[idx]
+        if self.reinit_prob > 0:
+            fresh = torch.rand(n, device=device, generator=gen) < self.reinit_prob
+            noise = noise_like_data(self.low, self.high, n, self.init, gen)
+            x = torch.where(fresh.reshape((n,) + (1,) * (x.dim() - 1)), noise, x)
+        return x, idx
+
+    def update(self, idx: Tensor, x: Tensor) -> None:
+        """Write the advanced chains back."""
+        self.samples[idx.to(self.samples.device)] = x.detach().to(self.samples)

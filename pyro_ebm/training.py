@@ -1,0 +1,554 @@
+"""fit(): the training loop (optimizers, schedule, EMA, guards, checkpoints and exact resume).
+
+The loop owns the optimizers, the learning-rate schedule, an exponential moving average (EMA) of
+the energy's parameters (and of a learned log Z), the random state and the checkpoints; the
+objective only computes a loss on a batch (see :mod:`pyro_ebm.objectives`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm.auto import tqdm
+
+from .objectives.base import LossOutput, Objective
+
+__all__ = ["History", "fit", "load_checkpoint"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = "pyro-ebm-fit/1"
+
+
+@dataclass
+class History:
+    """Per-step training record (plain lists; :meth:`save`/:meth:`load` as JSON).
+
+    ``metrics`` holds the objective's figures (``energy_pos``, ``energy_neg``, ``accuracy``,
+    ``acceptance_rate``, ``log_Z``, ...) per step; ``skipped`` lists steps whose loss or gradient
+    was not finite (no update made). ``log_Z`` is the final learned log normalizer (EMA value)
+    when the objective learns one.
+    """
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    wall_time: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    log_Z: float | None = None
+
+    @property
+    def energy_pos(self) -> list[float]:
+        return self.metrics.get("energy_pos", [])
+
+    @property
+    def energy_neg(self) -> list[float]:
+        return self.metrics.get("energy_neg", [])
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.as_dict()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> History:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class _Batches:
+    """Shuffled mini-batches of a tensor or Dataset from an explicit generator, resumable.
+
+    Each epoch is a permutation drawn from the generator; the position (epoch permutation and
+    offset) is part of the checkpoint, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, data, batch_size: int, generator: torch.Generator) -> None:
+        self.data, self.batch_size, self.generator = data, batch_size, generator
+        self.n = len(data)
+        if self.n == 0:
+            raise ValueError("data is empty")
+        self.perm: Tensor | None = None
+        self.offset = 0
+
+    def _take(self, idx: Tensor):
+        if torch.is_tensor(self.data):
+            return self.data[idx]
+        return default_collate([self.data[int(i)] for i in idx])
+
+    def next(self):
+        size = min(self.batch_size, self.n)
+        if self.perm is None or self.offset + size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.generator)
+            self.offset = 0
+        idx = self.perm[self.offset : self.offset + size]
+        self.offset += size
+        return self._take(idx)
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "offset": self.offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.offset = state["perm"], state["offset"]
+
+
+class _LoaderBatches:
+    """Batches from a user DataLoader, cycling over epochs (resume skips consumed batches)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader, self.consumed = loader, 0
+        self._it: Iterator | None = None
+
+    def next(self):
+        if self._it is None:
+            self._it = iter(self.loader)
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            batch = next(self._it)
+        self.consumed += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        for _ in range(state["consumed"]):
+            self.next()
+
+
+def _as_tensor_batch(batch) -> Tensor:
+    if isinstance(batch, (list, tuple)):  # (x, label) datasets: train on x
+        batch = batch[0]
+    if not torch.is_tensor(batch):
+        raise ValueError(f"data batches must be tensors; got {type(batch).__name__}")
+    return batch
+
+
+def _first_sample(data, n: int = 4096) -> Tensor:
+    if torch.is_tensor(data):
+        return data[:n]
+    if isinstance(data, DataLoader):
+        return _as_tensor_batch(next(iter(data)))
+    return _as_tensor_batch(default_collate([data[i] for i in range(min(n, len(data)))]))
+
+
+# ----------------------------------------------------------------------------- EMA
+
+
+class _EMA:
+    """Exponential moving average of parameters and buffers (Polyak averaging).
+
+    :math:`\\bar\\theta \\leftarrow d_t \\bar\\theta + (1 - d_t)\\theta` with the warm-up
+    :math:`d_t = \\min(d, (1 + t)/(10 + t))` so early averages are not dominated by the
+    random initialization.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module], decay: float) -> None:
+        self.decay = decay
+        self.shadow = {
+            f"{k}.{n}": t.detach().clone() for k, m in modules.items() for n, t in _tensors(m)
+        }
+
+    @torch.no_grad()
+    def update(self, modules: dict[str, nn.Module], step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, m in modules.items():
+            for n, t in _tensors(m):
+                s = self.shadow[f"{k}.{n}"]
+                if t.is_floating_point():
+                    s.lerp_(t.detach(), 1 - d)
+                else:
+                    s.copy_(t)
+
+    @torch.no_grad()
+    def copy_to(self, modules: dict[str, nn.Module]) -> None:
+        for k, m in modules.items():
+            for n, t in _tensors(m):
+                t.copy_(self.shadow[f"{k}.{n}"])
+
+
+def _tensors(module: nn.Module):
+    yield from module.named_parameters()
+    yield from ((n, b) for n, b in module.named_buffers() if b.is_floating_point())
+
+
+class _LogZHolder(nn.Module):
+    """Wraps an objective's learned log Z so the EMA can average it with the energy."""
+
+    def __init__(self, param: nn.Parameter) -> None:
+        super().__init__()
+        self.log_Z = param
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _fingerprint(energy: nn.Module, objective: nn.Module) -> dict:
+    return {
+        "energy": type(energy).__name__,
+        "objective": type(objective).__name__,
+        "energy_shapes": {k: list(v.shape) for k, v in energy.state_dict().items()},
+    }
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint written by :func:`fit`; a corrupt or foreign file raises ValueError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a pyro-ebm fit checkpoint (format {FORMAT!r})")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _make_optimizer(name, params, lr, weight_decay):
+    params = list(params)
+    if not params:
+        return None
+    if callable(name) and not isinstance(name, str):
+        return name(params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9)
+    raise ValueError(f"optimizer must be 'adam', 'adamw', 'sgd' or a callable; got {name!r}")
+
+
+def _make_schedule(name, optimizer, steps, warmup):
+    if optimizer is None:
+        return None
+    if name == "constant":
+        factor = lambda t: min(1.0, (t + 1) / warmup) if warmup else 1.0  # noqa: E731
+    elif name == "cosine":
+
+        def factor(t):
+            if warmup and t < warmup:
+                return (t + 1) / warmup
+            progress = min(1.0, (t - warmup) / max(1, steps - warmup))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"schedule must be 'cosine' or 'constant'; got {name!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def fit(
+    energy: nn.Module,
+    data: Tensor | Dataset | DataLoader,
+    objective: Objective,
+    *,
+    steps: int,
+    batch_size: int = 256,
+    optimizer: str | Callable = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str = "cosine",
+    lr_warmup: int = 0,
+    ema: float | None = 0.995,
+    grad_clip: float | None = None,
+    adversary_lr: float | None = None,
+    max_nonfinite: int = 10,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    callbacks: Iterable[Callable] = (),
+    progress_bar: bool = True,
+) -> History:
+    """Train ``energy`` on ``data`` by minimizing ``objective``.
+
+    Parameters
+    ----------
+    energy:
+        The energy :math:`E_\\theta` (an ``nn.Module``); trained in place. On return it holds
+        the EMA weights when ``ema`` is set (the final model users get), and for NCE/FCE a
+        ``log_Z`` attribute with the learned log normalizer, which
+        :class:`~pyro_ebm.EnergyDistribution` picks up.
+    data:
+        A tensor ``(n, *event_shape)``, a ``Dataset`` (items are tensors or ``(x, label)``) or a
+        ``DataLoader``.
+    objective:
+        A :class:`~pyro_ebm.objectives.Objective`.
+    steps, batch_size:
+        Total optimizer steps (also when resuming) and batch size (tensor/Dataset data).
+    optimizer, lr, weight_decay:
+        ``"adam"`` (default), ``"adamw"``, ``"sgd"`` or a callable ``params -> Optimizer``.
+    schedule, lr_warmup:
+        ``"cosine"`` decay to 5% of ``lr`` (default) or ``"constant"``, after ``lr_warmup``
+        linear warm-up steps.
+    ema:
+        Decay of the exponential moving average of the energy's parameters and learned log Z
+        (``None`` disables it). Measured on 2-d data, the final KL of unsmoothed training jumps
+        by 0.2-0.3 nats between checkpoints; the EMA removes that last-step noise.
+    grad_clip:
+        Clip the global gradient norm to this value.
+    adversary_lr:
+        Learning rate of an adversary (FCE's flow; default ``lr``).
+    max_nonfinite:
+        A step with a non-finite loss or gradient is skipped and counted; this many in a row
+        stop training with a ``FloatingPointError`` naming the last good checkpoint.
+    seed:
+        Seeds the data order, the objective's sampling generator and torch's global generator
+        (used by noise distributions), so runs are reproducible.
+    device:
+        Where to train (default: the energy's device).
+    checkpoint_dir, checkpoint_every, resume:
+        Write ``checkpoint.pt`` (energy, objective state incl. log Z/flow/replay buffer,
+        optimizers, schedule, EMA, random states, data position, history) every
+        ``checkpoint_every`` steps and at the end; ``resume=True`` continues from it exactly as
+        an uninterrupted run would.
+    callbacks:
+        Callables ``callback(step, metrics)`` run after every step (``metrics``: a dict of
+        floats); returning ``True`` stops training.
+    progress_bar:
+        A tqdm bar with the loss and the objective's figures.
+
+    Returns
+    -------
+    History
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyro_ebm import fit
+    >>> from pyro_ebm.energies import MLPEnergy
+    >>> from pyro_ebm.objectives import ScoreMatching
+    >>> energy = MLPEnergy(2, hidden=(16,))
+    >>> history = fit(energy, torch.randn(256, 2), ScoreMatching("sliced"), steps=20,
+    ...               batch_size=64, seed=0, progress_bar=False)
+    >>> len(history.loss)
+    20
+    """
+    _check_int("steps", steps, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("max_nonfinite", max_nonfinite, 1)
+    if not isinstance(energy, nn.Module):
+        raise ValueError(f"energy must be an nn.Module; got {type(energy).__name__}")
+    if not isinstance(objective, Objective):
+        raise ValueError(f"objective must be a pyro_ebm Objective; got {type(objective).__name__}")
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"ema must be in (0, 1) or None; got {ema!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be positive; got {lr!r}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be positive or None; got {grad_clip!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
+    if checkpoint_every is not None:
+        _check_int("checkpoint_every", checkpoint_every, 1)
+    if not torch.is_tensor(data) and not isinstance(data, (Dataset, DataLoader)):
+        raise ValueError(f"data must be a tensor, Dataset or DataLoader; got {type(data).__name__}")
+
+    if device is None:
+        params = list(energy.parameters())
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+    energy.to(device)
+    objective.to(device)
+    dtype = next((p.dtype for p in energy.parameters()), torch.get_default_dtype())
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
+    dev_gen = gen if device.type == "cpu" else torch.Generator(device=device)
+    if dev_gen is not gen:
+        dev_gen.manual_seed(gen.initial_seed() + 1)
+
+    batches = (
+        _LoaderBatches(data) if isinstance(data, DataLoader) else _Batches(data, batch_size, gen)
+    )
+    objective.setup(_first_sample(data).to(device=device, dtype=dtype))
+
+    opt = _make_optimizer(
+        optimizer, list(energy.parameters()) + list(objective.primary_parameters()), lr,
+        weight_decay,
+    )  # fmt: skip
+    adv_params = objective.adversary_parameters()
+    adv_opt = _make_optimizer("adam", adv_params, adversary_lr or lr, 0.0) if adv_params else None
+    sched = _make_schedule(schedule, opt, steps, lr_warmup)
+    averaged = {"energy": energy}
+    if objective.log_Z is not None:
+        averaged["log_Z"] = _LogZHolder(objective.log_Z)
+    ema_state = _EMA(averaged, ema) if ema is not None else None
+
+    history, start = History(), 0
+    ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        expected = _fingerprint(energy, objective)
+        if ckpt["fingerprint"] != expected:
+            raise ValueError(
+                f"checkpoint {ckpt_path} does not match this energy/objective: saved "
+                f"{ckpt['fingerprint']['energy']}/{ckpt['fingerprint']['objective']} with "
+                f"parameter shapes {ckpt['fingerprint']['energy_shapes']}"
+            )
+        energy.load_state_dict(ckpt["energy"])
+        objective.load_state_dict(ckpt["objective"])
+        if opt is not None:
+            opt.load_state_dict(ckpt["optimizer"])
+        if adv_opt is not None:
+            adv_opt.load_state_dict(ckpt["adversary_optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ckpt["schedule"])
+        if ema_state is not None:
+            ema_state.shadow = {k: v.to(device) for k, v in ckpt["ema"].items()}
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        gen.set_state(ckpt["rng"]["generator"])
+        if dev_gen is not gen:
+            dev_gen.set_state(ckpt["rng"]["device_generator"])
+        batches.load_state_dict(ckpt["data"])
+        history = History(**ckpt["history"])
+        start = ckpt["step"]
+
+    def save(step: int) -> None:
+        if ckpt_path is None:
+            return
+        state = {
+            "format": FORMAT,
+            "step": step,
+            "fingerprint": _fingerprint(energy, objective),
+            "energy": energy.state_dict(),
+            "objective": objective.state_dict(),
+            "optimizer": None if opt is None else opt.state_dict(),
+            "adversary_optimizer": None if adv_opt is None else adv_opt.state_dict(),
+            "schedule": None if sched is None else sched.state_dict(),
+            "ema": None if ema_state is None else ema_state.shadow,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "generator": gen.get_state(),
+                "device_generator": None if dev_gen is gen else dev_gen.get_state(),
+            },
+            "data": batches.state_dict(),
+            "history": history.as_dict(),
+        }
+        _atomic_save(state, ckpt_path)
+
+    all_params = [p for g in (opt.param_groups if opt else []) for p in g["params"]]
+    consecutive_bad = 0
+    last_good = start if (ckpt_path is not None and ckpt_path.exists()) else None
+    t0 = time.perf_counter() - (history.wall_time[-1] if history.wall_time else 0.0)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=type(objective).__name__,
+               disable=not progress_bar)  # fmt: skip
+    callbacks = list(callbacks)
+    for step in bar:
+        batch = _as_tensor_batch(batches.next()).to(device=device, dtype=dtype)
+        out: LossOutput = objective(energy, batch, dev_gen)
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        loss_value = float(out.loss.detach())
+        grad_norm = math.nan
+        ok = math.isfinite(loss_value)
+        if ok:
+            out.loss.backward()
+            max_norm = grad_clip if grad_clip is not None else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(all_params, max_norm))
+            ok = math.isfinite(grad_norm)
+        if not ok:
+            consecutive_bad += 1
+            history.skipped.append(step)
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            if consecutive_bad >= max_nonfinite:
+                where = (
+                    f"the last good checkpoint is {ckpt_path} (step {last_good})"
+                    if last_good is not None
+                    else "no checkpoint was written (pass checkpoint_dir=)"
+                )
+                raise FloatingPointError(
+                    f"{consecutive_bad} consecutive steps had a non-finite loss or gradient "
+                    f"(last at step {step}); training stopped. {where}"
+                )
+        else:
+            consecutive_bad = 0
+            if opt is not None:
+                opt.step()
+            if adv_opt is not None:
+                adv = objective.adversary_loss(energy, batch, dev_gen)
+                if adv is not None and bool(torch.isfinite(adv.loss)):
+                    adv_opt.zero_grad(set_to_none=True)
+                    adv.loss.backward()
+                    if grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(adv_params, grad_clip)
+                    adv_opt.step()
+                    out.metrics.update(adv.metrics)
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)  # the adversary's pass touched them
+            if ema_state is not None:
+                ema_state.update(averaged, step)
+        if sched is not None:
+            sched.step()
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        history.step.append(step)
+        history.loss.append(loss_value)
+        history.grad_norm.append(grad_norm)
+        history.lr.append(opt.param_groups[0]["lr"] if opt is not None else 0.0)
+        history.wall_time.append(time.perf_counter() - t0)
+        for k, v in metrics.items():
+            history.metrics.setdefault(k, []).append(v)
+        if progress_bar:
+            bar.set_postfix(_postfix(loss_value, metrics), refresh=False)
+        done = step + 1
+        if checkpoint_every is not None and done % checkpoint_every == 0 and done < steps:
+            save(done)
+            last_good = done
+        if any(cb(step, {"loss": loss_value, **metrics}) is True for cb in callbacks):
+            break
+    bar.close()
+    save(history.step[-1] + 1 if history.step else start)  # raw weights: resumable
+    if ema_state is not None:  # the user's model is the averaged one
+        ema_state.copy_to(averaged)
+    if objective.log_Z is not None:
+        history.log_Z = float(objective.log_Z.detach())
+        energy.log_Z = objective.log_Z.detach().clone()
+    return history
+
+
+def _postfix(loss: float, metrics: dict[str, float]) -> dict[str, str]:
+    shown = {"loss": f"{loss:.3f}"}
+    if "energy_pos" in metrics and "energy_neg" in metrics:
+        shown["gap"] = f"{metrics['energy_neg'] - metrics['energy_pos']:.2f}"
+    for key in ("accuracy", "acceptance_rate", "log_Z"):
+        if key in metrics:
+            shown[key[:6]] = f"{metrics[key]:.3f}"
+    return shown

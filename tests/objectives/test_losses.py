@@ -1,0 +1,220 @@
+"""Objectives against closed forms on a learnable diagonal Gaussian energy; gradients reach
+every parameter."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyro_ebm.energies import MLPEnergy
+from pyro_ebm.objectives import (
+    FCE,
+    NCE,
+    ContrastiveDivergence,
+    ScoreMatching,
+    fit_gaussian_noise,
+    make_flow,
+)
+from pyro_ebm.objectives.score_matching import hessian_trace
+
+F64 = torch.float64
+
+
+class DiagGaussian(nn.Module):
+    """E(x) = 1/2 sum_i lam_i (x_i - mu_i)^2 with learnable mu and log lam."""
+
+    def __init__(self, dim: int = 3) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        self.mu = nn.Parameter(torch.randn(dim, dtype=F64, generator=gen))
+        self.log_lam = nn.Parameter(0.3 * torch.randn(dim, dtype=F64, generator=gen))
+
+    def forward(self, x):
+        return 0.5 * (self.log_lam.exp() * (x - self.mu).square()).sum(-1)
+
+
+@pytest.fixture
+def setting():
+    energy = DiagGaussian()
+    data = torch.randn(500, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+    return energy, data
+
+
+def test_exact_score_matching_loss_and_gradient(setting):
+    energy, x = setting
+    loss = ScoreMatching("exact")(energy, x).loss
+    lam, mu = energy.log_lam.exp(), energy.mu
+    expected = (0.5 * (lam.square() * (x - mu).square()).sum(-1) - lam.sum()).mean()
+    torch.testing.assert_close(loss, expected)
+    (g_mu,) = torch.autograd.grad(loss, energy.mu)
+    lam, mu = lam.detach(), mu.detach()
+    torch.testing.assert_close(g_mu, -(lam.square() * (x - mu)).mean(0))
+
+
+def test_hessian_trace_of_a_nonlinear_energy_matches_the_full_hessian():
+    net = MLPEnergy(4, hidden=(8,)).double()
+    x = torch.randn(5, 4, dtype=F64).requires_grad_(True)
+    (g,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    trace = hessian_trace(x, g)
+    for b in range(5):
+        h = torch.autograd.functional.hessian(lambda z: net(z), x[b].detach())
+        torch.testing.assert_close(trace[b], h.diagonal().sum())
+
+
+@pytest.mark.parametrize("projection", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("variance_reduction", [True, False])
+def test_sliced_agrees_with_exact_in_expectation(setting, projection, variance_reduction):
+    energy, x = setting
+    exact = ScoreMatching("exact")(energy, x).loss.detach()
+    sliced = ScoreMatching("sliced", num_projections=200, projection=projection,
+                           variance_reduction=variance_reduction)  # fmt: skip
+    draws = torch.stack([sliced(energy, x, torch.Generator().manual_seed(s)).loss.detach()
+                         for s in range(20)])  # fmt: skip
+    if projection == "rademacher" and variance_reduction:
+        # v_i^2 = 1 makes v'Hv = tr H exactly for this diagonal Hessian: zero variance
+        torch.testing.assert_close(draws, exact.expand(20))
+        return
+    z = (draws.mean() - exact) / (draws.std() / math.sqrt(len(draws)))
+    assert abs(float(z)) < 4.5, (draws.mean(), exact)
+
+
+def test_denoising_matches_its_closed_form_expectation(setting):
+    energy, x = setting
+    sigma = 0.3
+    dsm = ScoreMatching("denoising", sigma=sigma)
+    draws = torch.stack([dsm(energy, x, torch.Generator().manual_seed(s)).loss.detach()
+                         for s in range(40)])  # fmt: skip
+    lam, mu = energy.log_lam.exp().detach(), energy.mu.detach()
+    per_point = 0.5 * (sigma**2 * lam.square() * (x - mu).square() + (sigma**2 * lam - 1) ** 2)
+    expected = per_point.sum(-1).mean()
+    z = (draws.mean() - expected) / (draws.std() / math.sqrt(len(draws)))
+    assert abs(float(z)) < 4.5
+
+
+def test_cd_loss_and_gradient_with_given_negatives(setting, monkeypatch):
+    energy, x = setting
+    negatives = torch.randn(400, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
+    cd = ContrastiveDivergence(alpha=0.1)
+    monkeypatch.setattr(cd, "negatives", lambda *a, **k: (negatives, torch.tensor(1.0)))
+    out = cd(energy, x)
+    e_pos, e_neg = energy(x), energy(negatives)
+    expected = e_pos.mean() - e_neg.mean() + 0.1 * (e_pos.square().mean() + e_neg.square().mean())
+    torch.testing.assert_close(out.loss, expected)
+    cd.alpha = 0.0
+    (g_mu,) = torch.autograd.grad(cd(energy, x).loss, energy.mu)
+    lam, mu = energy.log_lam.exp().detach(), energy.mu.detach()
+    # dE/dmu = -lam (x - mu): the ML gradient E_data[dE] - E_model[dE]
+    expected_grad = -(lam * (x - mu)).mean(0) + (lam * (negatives - mu)).mean(0)
+    torch.testing.assert_close(g_mu, expected_grad)
+
+
+def test_nce_loss_and_log_z_gradient(setting):
+    energy, x = setting
+    noise = fit_gaussian_noise(x, scale=1.5)
+    nce = NCE(noise, noise_ratio=2.0, init_log_Z=0.4).double()
+    torch.manual_seed(5)
+    out = nce(energy, x)
+    torch.manual_seed(5)
+    y = noise.sample((1000,))
+    c = nce.log_Z
+    g_data = -energy(x) - c - noise.log_prob(x) - math.log(2.0)
+    g_noise = -energy(y) - c - noise.log_prob(y) - math.log(2.0)
+    expected = -F.logsigmoid(g_data).mean() - 2.0 * F.logsigmoid(-g_noise).mean()
+    torch.testing.assert_close(out.loss, expected)
+    (g_c,) = torch.autograd.grad(out.loss, nce.log_Z_param)
+    closed = (1 - torch.sigmoid(g_data)).mean() - 2.0 * torch.sigmoid(g_noise).mean()
+    torch.testing.assert_close(g_c, closed.detach())
+    acc = ((g_data > 0).sum() + (g_noise < 0).sum()) / 1500
+    torch.testing.assert_close(out.metrics["accuracy"], acc.to(out.metrics["accuracy"]))
+
+
+def _grads_ok(params):
+    return all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in params)  # fmt: skip
+
+
+def _energy_params(energy, objective):
+    """Score matching sees only grad_x E, so the output bias (a constant shift) is exempt."""
+    exempt = {"net.4.bias"} if isinstance(objective, ScoreMatching) else set()
+    return [p for name, p in energy.named_parameters() if name not in exempt]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: ContrastiveDivergence(num_steps=3, buffer_size=64),
+        lambda d: ContrastiveDivergence("short_run", sampler="mala", num_steps=3),
+        lambda d: ContrastiveDivergence("data", num_steps=3, grad_clip=0.5, data_noise=0.01),
+        lambda d: ScoreMatching("exact"),
+        lambda d: ScoreMatching("sliced", num_projections=2, projection="rademacher"),
+        lambda d: ScoreMatching("denoising", sigma=(0.05, 0.2)),
+        lambda d: NCE(fit_gaussian_noise(d, 1.5)),
+        lambda d: FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2)),
+    ],
+    ids=["pcd", "short-run-mala", "cd-k", "exact", "sliced", "denoising", "nce", "fce"],
+)
+def test_every_parameter_receives_a_gradient(make):
+    torch.manual_seed(0)
+    data = torch.randn(64, 2)
+    energy = MLPEnergy(2, hidden=(16, 16))
+    objective = make(data)
+    objective.setup(data)
+    out = objective(energy, data)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert _grads_ok(_energy_params(energy, objective))
+    assert _grads_ok(objective.primary_parameters()) or not list(objective.primary_parameters())
+    if isinstance(objective, FCE):
+        objective.last_accuracy.fill_(1.0)  # force the flow's turn
+        for p in objective.flow.parameters():
+            p.grad = None
+        objective.adversary_loss(energy, data).loss.backward()
+        assert _grads_ok(objective.adversary_parameters())
+
+
+def test_fce_balancing_rule_skips_the_flow_when_the_ebm_is_confused():
+    fce = FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2))
+    fce.last_accuracy.fill_(0.5)
+    assert fce.adversary_loss(MLPEnergy(2, hidden=(8,)), torch.randn(8, 2)) is None
+    fce.last_accuracy.fill_(0.9)
+    assert fce.adversary_loss(MLPEnergy(2, hidden=(8,)), torch.randn(8, 2)) is not None
+
+
+def test_persistent_buffer_is_updated_and_reinitialized():
+    data = torch.randn(32, 2)
+    cd = ContrastiveDivergence(num_steps=2, buffer_size=16, reinit_prob=0.0)
+    cd.setup(data, torch.Generator().manual_seed(0))
+    before = cd.buffer.samples.clone()
+    cd(MLPEnergy(2, hidden=(8,)), data, torch.Generator().manual_seed(1))
+    assert not torch.equal(before, cd.buffer.samples)
+    box_lo, box_hi = cd.buffer.low, cd.buffer.high
+    fresh = cd.buffer.noise(1000, torch.Generator().manual_seed(2))
+    assert ((fresh >= box_lo) & (fresh <= box_hi)).all()
+
+
+@pytest.mark.parametrize(
+    "factory, match",
+    [
+        (lambda: ContrastiveDivergence("bogus"), "mode must be one of"),
+        (lambda: ContrastiveDivergence(sampler="hmc"), "sampler must be one of"),
+        (lambda: ContrastiveDivergence(step_size=0.0), "step_size"),
+        (lambda: ContrastiveDivergence(num_steps=0), "num_steps"),
+        (lambda: ContrastiveDivergence(buffer_size=0), "buffer_size"),
+        (lambda: ContrastiveDivergence(reinit_prob=2.0), "reinit_prob"),
+        (lambda: ScoreMatching("fisher"), "method must be one of"),
+        (lambda: ScoreMatching("sliced", projection="uniform"), "projection"),
+        (lambda: ScoreMatching("denoising", sigma=0.0), "sigma"),
+        (lambda: NCE(object()), "noise must be a distribution"),
+        (lambda: NCE(fit_gaussian_noise(torch.randn(9, 2)), noise_ratio=0), "noise_ratio"),
+        (lambda: FCE(object()), "nflows Flow"),
+        (lambda: make_flow(2, "glow"), "kind must be"),
+        (lambda: make_flow(1, "realnvp"), "dim >= 2"),
+    ],
+)
+def test_bad_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()

@@ -1,0 +1,204 @@
+"""fit(): short fits improve, NCE learns log Z, guards, exact resume, checkpoints, History."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyro_ebm import EnergyDistribution, History, fit
+from pyro_ebm.energies import GaussianMixtureEnergy, MLPEnergy
+from pyro_ebm.evaluation import grid_log_partition
+from pyro_ebm.objectives import (
+    FCE,
+    NCE,
+    ContrastiveDivergence,
+    ScoreMatching,
+    fit_gaussian_noise,
+    make_flow,
+)
+from pyro_ebm.training import load_checkpoint
+
+TRUTH = GaussianMixtureEnergy(
+    torch.tensor([[-1.5, 0.0], [1.5, 0.0]]), torch.tensor([0.5, 0.5]), torch.tensor([1.0, 1.0])
+)
+BOUNDS = ((-5.0, 5.0), (-5.0, 5.0))
+
+
+def kl_to_mixture(energy: nn.Module, test: torch.Tensor) -> float:
+    """KL(truth || model) = E_truth[log p_truth - log p_model], the model normalized on a grid."""
+    log_z = grid_log_partition(energy, BOUNDS, resolution=200)
+    with torch.no_grad():
+        log_model = -energy(test).double() - log_z
+        log_true = -TRUTH(test).double() - TRUTH.log_partition().double()
+    return float((log_true - log_model).mean())
+
+
+@pytest.fixture(scope="module")
+def mixture_data():
+    gen = torch.Generator().manual_seed(0)
+    return TRUTH.sample(4000, generator=gen), TRUTH.sample(4000, generator=gen)
+
+
+OBJECTIVES = {
+    "pcd": lambda d: ContrastiveDivergence(num_steps=10, step_size=0.02, buffer_size=2000),
+    "sm-exact": lambda d: ScoreMatching("exact"),
+    "sm-sliced": lambda d: ScoreMatching("sliced", num_projections=4),
+    "sm-denoising": lambda d: ScoreMatching("denoising", sigma=0.1),
+    "nce": lambda d: NCE(fit_gaussian_noise(d, 1.3), noise_ratio=2.0),
+    "fce": lambda d: FCE(make_flow(2, "realnvp", hidden_features=16, num_layers=2)),
+}
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_short_fit_reduces_kl_to_the_truth(name, mixture_data):
+    train, test = mixture_data
+    torch.manual_seed(0)
+    energy = MLPEnergy(2, hidden=(32, 32))
+    before = kl_to_mixture(energy, test)
+    history = fit(energy, train, OBJECTIVES[name](train), steps=300, batch_size=128, lr=3e-3,
+                  seed=0, progress_bar=False)  # fmt: skip
+    after = kl_to_mixture(energy, test)
+    assert len(history.loss) == 300 and not history.skipped
+    assert after < 0.5 * before and after < 0.5, (before, after)
+
+
+def test_nce_learns_log_z(mixture_data):
+    train, _ = mixture_data
+    torch.manual_seed(0)
+    energy = MLPEnergy(2, hidden=(32, 32))
+    objective = NCE(fit_gaussian_noise(train, 1.3), noise_ratio=4.0)
+    history = fit(energy, train, objective, steps=600, batch_size=256, lr=3e-3, seed=0,
+                  progress_bar=False)  # fmt: skip
+    grid = float(grid_log_partition(energy, BOUNDS, resolution=200))
+    # NCE's estimate is consistent; after 600 steps it agrees with quadrature to 0.1 nats
+    assert abs(history.log_Z - grid) < 0.1, (history.log_Z, grid)
+    # ... and EnergyDistribution picks the learned value up
+    dist = EnergyDistribution(energy, event_shape=(2,))
+    assert dist.is_normalized
+    assert float(dist.log_Z) == pytest.approx(history.log_Z)
+
+
+class NaNAfter(nn.Module):
+    """A quadratic energy that returns NaN from its ``k``-th call on."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(2))
+        self.calls, self.k = 0, k
+
+    def forward(self, x):
+        self.calls += 1
+        e = 0.5 * (self.w * x.square()).sum(-1)
+        return e * math.nan if self.calls >= self.k else e
+
+
+def test_nonfinite_steps_are_skipped_then_stop_with_the_checkpoint_named(tmp_path):
+    energy = NaNAfter(k=26)  # sliced SM calls the energy once per step: NaN from step 25 on
+    data = torch.randn(256, 2)
+    with pytest.raises(FloatingPointError, match=r"checkpoint.pt \(step 20\)"):
+        fit(energy, data, ScoreMatching("sliced"), steps=100, batch_size=32, seed=0,
+            max_nonfinite=5, checkpoint_dir=tmp_path, checkpoint_every=10,
+            progress_bar=False)  # fmt: skip
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["step"] == 20 and len(ckpt["history"]["skipped"]) == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["energy"].values())
+
+
+def test_isolated_nonfinite_step_is_skipped_and_counted():
+    class Flaky(NaNAfter):
+        def forward(self, x):
+            self.calls += 1
+            e = 0.5 * (self.w * x.square()).sum(-1)
+            return e * math.nan if self.calls == self.k else e
+
+    energy = Flaky(k=5)
+    before = energy.w.detach().clone()
+    history = fit(energy, torch.randn(256, 2), ScoreMatching("sliced"), steps=10, batch_size=32,
+                  seed=0, progress_bar=False, ema=None)  # fmt: skip
+    assert len(history.skipped) == 1 and len(history.loss) == 10
+    assert not math.isfinite(history.loss[history.skipped[0]])
+    assert torch.isfinite(energy.w).all() and not torch.equal(before, energy.w)
+
+
+def _make(name, data):
+    torch.manual_seed(0)
+    energy = MLPEnergy(2, hidden=(16, 16))
+    objective = OBJECTIVES[name](data)
+    return energy, objective
+
+
+@pytest.mark.parametrize("name", ["pcd", "nce", "fce", "sm-denoising"])
+def test_resume_equals_an_uninterrupted_run(name, tmp_path, mixture_data):
+    train = mixture_data[0][:1000]
+    kw = dict(steps=30, batch_size=64, lr=3e-3, seed=0, progress_bar=False)
+    energy, objective = _make(name, train)
+    straight = fit(energy, train, objective, **kw)
+    reference = {k: v.clone() for k, v in energy.state_dict().items()}
+
+    energy, objective = _make(name, train)
+    stop_at_12 = lambda step, metrics: step == 11  # noqa: E731 - an interruption
+    fit(energy, train, objective, checkpoint_dir=tmp_path, callbacks=[stop_at_12], **kw)
+    energy, objective = _make(name, train)  # a fresh process would rebuild both
+    resumed = fit(energy, train, objective, checkpoint_dir=tmp_path, resume=True, **kw)
+    for key, value in reference.items():
+        assert torch.equal(energy.state_dict()[key], value), key
+    assert resumed.loss == straight.loss
+
+
+def test_dataset_and_dataloader_inputs(mixture_data):
+    train = mixture_data[0][:512]
+    labels = torch.zeros(512)
+    for data in (TensorDataset(train, labels), DataLoader(TensorDataset(train), batch_size=64)):
+        energy = MLPEnergy(2, hidden=(8,))
+        history = fit(energy, data, ScoreMatching("sliced"), steps=5, batch_size=64, seed=0,
+                      progress_bar=False)  # fmt: skip
+        assert len(history.loss) == 5
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, mixture_data):
+    train = mixture_data[0][:256]
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        fit(MLPEnergy(2, hidden=(8,)), train, ScoreMatching("sliced"), steps=2, seed=0,
+            checkpoint_dir=tmp_path, resume=True, progress_bar=False)  # fmt: skip
+    good = tmp_path / "good"
+    fit(MLPEnergy(2, hidden=(8,)), train, ScoreMatching("sliced"), steps=2, seed=0,
+        checkpoint_dir=good, progress_bar=False)  # fmt: skip
+    with pytest.raises(ValueError, match="does not match"):
+        fit(MLPEnergy(2, hidden=(16,)), train, ScoreMatching("sliced"), steps=4, seed=0,
+            checkpoint_dir=good, resume=True, progress_bar=False)  # fmt: skip
+
+
+def test_history_round_trip(tmp_path, mixture_data):
+    history = fit(MLPEnergy(2, hidden=(8,)), mixture_data[0][:256], ScoreMatching("sliced"),
+                  steps=3, seed=0, progress_bar=False)  # fmt: skip
+    history.save(tmp_path / "h.json")
+    back = History.load(tmp_path / "h.json")
+    assert back == history
+    assert back.energy_pos == history.metrics["energy_pos"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"ema": 1.5}, "ema"),
+        ({"lr": -1.0}, "lr"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"schedule": "step"}, "schedule"),
+        ({"resume": True}, "checkpoint_dir"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    kw = {"steps": 2, "seed": 0, "progress_bar": False, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fit(MLPEnergy(2, hidden=(8,)), torch.randn(16, 2), ScoreMatching("sliced"), **kw)
+    with pytest.raises(ValueError, match="data must be"):
+        fit(MLPEnergy(2, hidden=(8,)), [1, 2], ScoreMatching("sliced"), steps=1)
+    with pytest.raises(ValueError, match="objective must be"):
+        fit(MLPEnergy(2, hidden=(8,)), torch.randn(16, 2), object(), steps=1)
