@@ -3,7 +3,7 @@
 The energy is the negative unnormalized log-density, :math:`p(x) = \\exp(-E(x)) / Z`.
 """
 
-from . import datasets, energies, infer, objectives
+from . import datasets, energies, evaluation, infer, objectives
 from .distribution import EnergyDistribution
 from .training import History, fit
 
@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "datasets",
     "energies",
+    "evaluation",
     "fit",
     "infer",
     "objectives",

@@ -122,10 +122,11 @@ class EnergyDistribution(TorchDistribution):
         return self.log_Z is not None
 
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:
-        if isinstance(self.energy, torch.nn.Module):
-            for t in list(self.energy.parameters()) + list(self.energy.buffers()):
-                if t.is_floating_point():
-                    return t.dtype, t.device
+        from .infer.base import module_dtype_device
+
+        found = module_dtype_device(self.energy)
+        if found is not None:
+            return found
         if torch.is_tensor(self.log_Z) and self.log_Z.is_floating_point():
             return self.log_Z.dtype, self.log_Z.device
         return torch.get_default_dtype(), torch.device("cpu")

@@ -7,9 +7,9 @@ An energy defines :math:`p(x) = e^{-E(x)} / Z` with an unknown
 (:func:`log_likelihood`, :func:`test_nll`, :func:`kl_to_truth`), and compares samples with the
 maximum mean discrepancy (:func:`mmd`).
 
-Every function accepts an energy (a callable or ``nn.Module`` mapping ``batch + event_shape``
-to ``batch``) or any object with a callable ``energy`` attribute and an ``event_shape`` (such
-as :class:`~pyro_ebm.EnergyDistribution`).
+Every function that takes an energy accepts a callable or ``nn.Module`` mapping
+``batch + event_shape`` to ``batch``, or any object with a callable ``energy`` attribute and an
+``event_shape`` (such as :class:`~pyro_ebm.EnergyDistribution`).
 
 References
 ----------
@@ -34,7 +34,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from . import datasets
 from .infer import hmc, mala
-from .infer.base import State
+from .infer.base import State, module_dtype_device
 from .infer.metric import Metric
 
 __all__ = [
@@ -77,15 +77,6 @@ def _resolve_energy(energy: Any) -> tuple[EnergyFn, torch.Size | None]:
         "energy must be a callable (or nn.Module) mapping batch + event_shape to batch, or an "
         f"object with a callable `energy` and an `event_shape`; got {type(energy).__name__}"
     )
-
-
-def _module_float(fn: Any) -> tuple[torch.dtype, torch.device] | None:
-    """dtype and device of a module's first floating-point parameter or buffer."""
-    if isinstance(fn, torch.nn.Module):
-        for t in list(fn.parameters()) + list(fn.buffers()):
-            if t.is_floating_point():
-                return t.dtype, t.device
-    return None
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -250,7 +241,7 @@ def grid_log_partition(
             f"resolution must be an int or {ndim} ints (one per axis); got {resolution!r}"
         )
     sizes = [_check_int(r, "resolution", 2) for r in resolution]
-    found = _module_float(fn)
+    found = module_dtype_device(fn)
     dtype, device = found if found is not None else (torch.float64, torch.device("cpu"))
 
     axes = [_quadrature_weights(n, lo, hi, rule) for n, (lo, hi) in zip(sizes, box, strict=True)]
@@ -523,8 +514,8 @@ def ais_log_partition(
     kernel_kwargs : dict, optional
         Passed to the step function, e.g. ``{"num_steps": 5}`` leapfrog steps for HMC.
     seed : int or torch.Generator, optional
-        Makes the run reproducible without touching the global random state; ``None`` uses
-        torch's global generator.
+        Makes the run reproducible without touching the global random state (a generator must
+        live on the energy's device); ``None`` uses torch's global generator.
     schedule : {"sigmoid", "geometric", "linear"}
         Spacing of :math:`\beta_k`: ``"sigmoid"`` (Grosse et al. 2015, dense at both ends,
         :math:`\tilde\beta_k = \sigma(4(2k/K - 1))` rescaled to [0, 1]), ``"geometric"``
@@ -597,7 +588,7 @@ def ais_log_partition(
         )
     event_shape = torch.Size(event_shape)
 
-    found = _module_float(fn)
+    found = module_dtype_device(fn)
     device = found[1] if found is not None else torch.device("cpu")
     if isinstance(seed, torch.Generator):
         generator: torch.Generator | None = seed
@@ -790,7 +781,7 @@ def log_likelihood(
         raise ValueError(
             f"data must have shape (n, *{tuple(event_shape)}); got {tuple(data.shape)}"
         )
-    found = _module_float(fn)
+    found = module_dtype_device(fn)
     if found is not None:
         data = data.to(dtype=found[0], device=found[1])
     out = fn(data)

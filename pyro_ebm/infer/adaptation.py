@@ -11,11 +11,38 @@ windowed schedule follows Stan's reference manual (fast / slow doubling windows 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["DualAveraging", "WelfordCovariance", "warmup_windows"]
+__all__ = [
+    "DualAveraging",
+    "WarmupAdapter",
+    "WelfordCovariance",
+    "find_initial_step_size",
+    "warmup_windows",
+]
+
+
+def find_initial_step_size(
+    mean_acceptance: Callable[[Tensor], float], target_accept: float, start: Tensor
+) -> Tensor:
+    """Double or halve a step size until the mean acceptance crosses the target.
+
+    A cheap version of Hoffman & Gelman's heuristic (Algorithm 4). ``mean_acceptance(eps)``
+    evaluates proposals at step size ``eps`` without moving the chains.
+    """
+    eps = start
+    direction = 1.0 if mean_acceptance(eps) > target_accept else -1.0
+    for _ in range(40):
+        trial = eps * (2.0**direction)
+        accept = mean_acceptance(trial)
+        crossed = accept < target_accept if direction > 0 else accept > target_accept
+        if crossed:
+            return eps if direction > 0 else trial
+        eps = trial
+    return eps
 
 
 class DualAveraging:

@@ -22,6 +22,7 @@ __all__ = [
     "evaluate_energy",
     "init_state",
     "metropolis_accept",
+    "module_dtype_device",
     "per_chain",
     "randn_like",
 ]
@@ -82,6 +83,15 @@ class Info:
     def as_dict(self) -> dict[str, Tensor]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {name: value for name, value in values.items() if value is not None}
+
+
+def module_dtype_device(obj) -> tuple[torch.dtype, torch.device] | None:
+    """dtype and device of a module's first floating-point parameter or buffer (else None)."""
+    if isinstance(obj, torch.nn.Module):
+        for t in list(obj.parameters()) + list(obj.buffers()):
+            if t.is_floating_point():
+                return t.dtype, t.device
+    return None
 
 
 def per_chain(t: Tensor, event_dim: int) -> Tensor:

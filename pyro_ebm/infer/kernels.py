@@ -19,7 +19,7 @@ from pyro.infer.mcmc.util import initialize_model
 from torch import Tensor
 
 from . import langevin, mala, rwmh
-from .adaptation import WarmupAdapter
+from .adaptation import WarmupAdapter, find_initial_step_size
 from .base import State, init_state
 from .metric import Metric
 
@@ -147,26 +147,15 @@ class _PyroEbmKernel(MCMCKernel):
         )
 
     def _initial_step_size(self) -> Tensor:
-        state, metric = self._state, self._metric
-        eps = torch.tensor(1.0, dtype=state.energy.dtype, device=state.energy.device)
-        target = self._warmup_step.TARGET_ACCEPT
+        state, metric, step = self._state, self._metric, self._warmup_step
 
-        def accept(e: Tensor) -> float:
+        def mean_accept(e: Tensor) -> float:
             # averaged over a few proposals: one chain gives a noisy estimate
-            total = 0.0
-            for _ in range(4):
-                _, info = self._warmup_step.step(self._flat, state, e, metric, None, 1)
-                total += float(info.acceptance_rate)
-            return total / 4
+            rates = [step.step(self._flat, state, e, metric, None, 1)[1] for _ in range(4)]
+            return sum(float(info.acceptance_rate) for info in rates) / 4
 
-        direction = 1.0 if accept(eps) > target else -1.0
-        for _ in range(40):
-            trial = eps * 2.0**direction
-            rate = accept(trial)
-            if (direction > 0 and rate < target) or (direction < 0 and rate > target):
-                return eps if direction > 0 else trial
-            eps = trial
-        return eps
+        start = torch.tensor(1.0, dtype=state.energy.dtype, device=state.energy.device)
+        return find_initial_step_size(mean_accept, step.TARGET_ACCEPT, start)
 
     def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
         flat = self._flat.pack(params)

@@ -18,8 +18,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import hmc, langevin, mala, rwmh
-from .adaptation import WarmupAdapter
-from .base import State, init_state
+from .adaptation import WarmupAdapter, find_initial_step_size
+from .base import State, init_state, module_dtype_device
 from .metric import Metric
 
 __all__ = ["KERNELS", "Samples", "resume", "sample"]
@@ -110,14 +110,6 @@ class Samples:
         return resume(self._target, self.state_dict(), num_samples, progress_bar=progress_bar)
 
 
-def _module_dtype_device(obj) -> tuple[torch.dtype, torch.device] | None:
-    if isinstance(obj, torch.nn.Module):
-        for t in list(obj.parameters()) + list(obj.buffers()):
-            if t.is_floating_point():
-                return t.dtype, t.device
-    return None
-
-
 def _resolve_target(target, event_shape, init) -> _Target:
     """Accept an EnergyDistribution-like object (``energy``, ``event_shape``) or an energy."""
     batch_shape = torch.Size()
@@ -125,12 +117,12 @@ def _resolve_target(target, event_shape, init) -> _Target:
         energy_fn = target.energy
         event_shape = target.event_shape if event_shape is None else event_shape
         batch_shape = torch.Size(getattr(target, "batch_shape", ()))
-        found = _module_dtype_device(energy_fn)
+        found = module_dtype_device(energy_fn)
     elif callable(target):
         energy_fn = target
         if event_shape is None:
             event_shape = getattr(target, "event_shape", None)
-        found = _module_dtype_device(target)
+        found = module_dtype_device(target)
     else:
         raise ValueError(
             f"target must be an energy (a callable or nn.Module) or an EnergyDistribution; got "
@@ -172,28 +164,14 @@ def _make_generator(seed, device: torch.device) -> torch.Generator | None:
 def _initial_step_size(
     kernel, energy_fn, state, metric, gen, event_dim, cfg_kwargs, target_accept
 ) -> Tensor:
-    """Double or halve a shared step size until the mean acceptance crosses the target.
-
-    A cheap version of Hoffman & Gelman's heuristic (Algorithm 4): proposals are evaluated but
-    never taken, so the chains do not move.
-    """
-    dtype, device = state.energy.dtype, state.energy.device
-    eps = torch.tensor(1.0, dtype=dtype, device=device)
+    """Shared starting step size: proposals are evaluated but never taken."""
 
     def mean_accept(e):
         _, info = kernel.step(energy_fn, state, e, metric, gen, event_dim, **cfg_kwargs)
         return float(info.acceptance_rate.mean())
 
-    accept = mean_accept(eps)
-    direction = 1.0 if accept > target_accept else -1.0
-    for _ in range(40):
-        trial = eps * (2.0**direction)
-        accept = mean_accept(trial)
-        crossed = accept < target_accept if direction > 0 else accept > target_accept
-        if crossed:
-            return eps if direction > 0 else trial
-        eps = trial
-    return eps
+    start = torch.tensor(1.0, dtype=state.energy.dtype, device=state.energy.device)
+    return find_initial_step_size(mean_accept, target_accept, start)
 
 
 def _leapfrog_steps(cfg: _Config, eps: Tensor) -> int:
