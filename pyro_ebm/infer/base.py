@@ -197,8 +197,7 @@ def metropolis_accept(
     # For MALA and HMC the proposal's gradient enters ``log_correction``, so a non-finite
     # gradient already makes the ratio non-finite: no separate pass over the gradient.
     finite = torch.isfinite(log_ratio)
-    log_ratio = torch.where(finite, log_ratio, torch.full_like(log_ratio, -math.inf))
-    acceptance = torch.exp(log_ratio.clamp(max=0.0))
+    acceptance = log_ratio.nan_to_num(nan=-math.inf, posinf=-math.inf).clamp(max=0.0).exp()
     uniform = torch.rand(
         log_ratio.shape, dtype=log_ratio.dtype, device=log_ratio.device, generator=generator
     )

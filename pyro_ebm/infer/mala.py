@@ -15,6 +15,7 @@ their discrete approximations*, Bernoulli 2(4).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .base import EnergyFn, Info, State, energy_and_grad, metropolis_accept, per_chain, randn_like
@@ -36,8 +37,10 @@ def langevin_proposal(
     """
     xi = randn_like(state.position, generator)
     drift = metric.inv_mul(state.grad)
-    position = state.position - eps * drift + (2 * eps).sqrt() * metric.scale_noise(xi)
-    log_q_forward = -0.5 * xi.square().flatten(xi.dim() - metric.event_dim).sum(-1)
+    # fused: x - eps * drift + sqrt(2 eps) * L xi
+    position = torch.addcmul(state.position, eps, drift, value=-1.0)
+    position = torch.addcmul(position, (2 * eps).sqrt(), metric.scale_noise(xi))
+    log_q_forward = -0.5 * _sum_event(xi * xi, metric.event_dim)
     return position, log_q_forward
 
 
@@ -61,5 +64,9 @@ def step(
 def langevin_log_q(to: State, frm: State, step_size: Tensor, metric: Metric) -> Tensor:
     """:math:`\\log q(\\text{to} \\mid \\text{frm})` up to a constant that cancels in MH."""
     eps = per_chain(step_size, metric.event_dim)
-    residual = to.position - frm.position + eps * metric.inv_mul(frm.grad)
-    return -metric.mass_norm_sq(residual) / (4 * step_size)
+    residual = torch.addcmul(to.position - frm.position, eps, metric.inv_mul(frm.grad))
+    return metric.mass_norm_sq(residual) / (-4 * step_size)
+
+
+def _sum_event(t: Tensor, event_dim: int) -> Tensor:
+    return t.sum(dim=tuple(range(-event_dim, 0))) if event_dim else t

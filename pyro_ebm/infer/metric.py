@@ -31,6 +31,7 @@ class Metric:
         self.event_shape = torch.Size(event_shape)
         self.event_dim = len(self.event_shape)
         self.size = self.event_shape.numel()
+        self._event_dims = tuple(range(-self.event_dim, 0))
         self.kind = "identity"
         self.inv_mass = None
         self._scale = None  # diagonal sqrt(inv_mass) or dense Cholesky factor L
@@ -92,7 +93,7 @@ class Metric:
             flat = self._flat(r).unsqueeze(-1)
             z = torch.linalg.solve_triangular(self._scale, flat, upper=False).squeeze(-1)
             return z.square().sum(-1)
-        return z.square().flatten(z.dim() - self.event_dim).sum(-1)
+        return (z * z).sum(dim=self._event_dims) if self.event_dim else z * z
 
     def sample_momentum(self, xi: Tensor) -> Tensor:
         """Momentum :math:`p = L^{-\\top} \\xi \\sim N(0, M)` from standard normal ``xi``."""

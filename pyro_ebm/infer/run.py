@@ -405,47 +405,84 @@ def _postfix(bar, info, diverged) -> None:
     )
 
 
+class _Recorder:
+    """Per-draw tensors collected in short lists and flushed into preallocated storage.
+
+    Appending costs no tensor operation in the sampling loop; every ``chunk`` draws one stack
+    and one copy per quantity move them to ``store`` (e.g. the CPU), so the extra memory is
+    bounded by ``chunk`` draws.
+    """
+
+    def __init__(self, names, shape, event_shape, dtype, store, chunk: int = 64) -> None:
+        self.names, self.store, self.chunk, self.filled = names, store, chunk, 0
+        self.out = {"x": torch.empty(shape + event_shape, dtype=dtype, device=store)}
+        for name in names:
+            self.out[name] = torch.empty(
+                shape, dtype=torch.bool if name == "diverging" else dtype, device=store
+            )
+        self.pending: dict[str, list[Tensor]] = {k: [] for k in self.out}
+
+    def append(self, row: dict[str, Tensor]) -> None:
+        for name, value in row.items():
+            self.pending[name].append(value)
+        if len(self.pending["x"]) == self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self.pending["x"])
+        if not n:
+            return
+        for name, items in self.pending.items():
+            block = torch.stack(items, 1).to(self.store, non_blocking=True)
+            self.out[name][:, self.filled : self.filled + n] = block
+            items.clear()
+        self.filled += n
+
+
 def _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div) -> Samples:
     event_dim = len(tgt.event_shape)
     kwargs = _kernel_kwargs(cfg, host_gen, eps)
     chain_shape = state.energy.shape
     store = cfg.sample_device or tgt.device
-    names = ["lp", "acceptance_rate", "step_size", "diverging"]
+    names = ["potential", "acceptance_rate", "diverging"]
     if cfg.kernel == "hmc":
         names += list(_HMC_STATS)
-    draws = None
-    stats: dict[str, Tensor] = {}
-    if cfg.keep:
-        shape = chain_shape[:1] + (num_samples,) + chain_shape[1:]
-        draws = torch.empty(shape + tgt.event_shape, dtype=tgt.dtype, device=store)
-        for name in names:
-            dtype = torch.bool if name == "diverging" else tgt.dtype
-            stats[name] = torch.empty(shape, dtype=dtype, device=store)
+    shape = chain_shape[:1] + (num_samples,) + chain_shape[1:]
+    rec = _Recorder(names, shape, tgt.event_shape, tgt.dtype, store) if cfg.keep else None
     eps_full = eps.expand(chain_shape) if eps.dim() == 0 else eps
     diverged = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
     bar = tqdm(range(num_samples), desc=f"sample ({cfg.kernel})", disable=not cfg.progress_bar)
     for j in bar:
-        accept_sum = torch.zeros(chain_shape, dtype=tgt.dtype, device=tgt.device)
-        any_div = torch.zeros(chain_shape, dtype=torch.bool, device=tgt.device)
-        for _ in range(cfg.thin):
-            state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
-            accept_sum += info.acceptance_rate
-            any_div |= info.diverging
-        diverged += any_div
-        if cfg.keep:
-            draws[:, j] = state.position.to(store, non_blocking=True)
-            row = {
-                "lp": -state.energy,
-                "acceptance_rate": accept_sum / cfg.thin,
-                "step_size": eps_full,
-                "diverging": any_div,
-            }
+        state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
+        accept, any_div = info.acceptance_rate, info.diverging
+        if cfg.thin > 1:
+            for _ in range(cfg.thin - 1):
+                state, info = module.step(
+                    tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs
+                )
+                accept = accept + info.acceptance_rate
+                any_div = any_div | info.diverging
+            accept = accept / cfg.thin
+        if rec is not None:
+            row = {"x": state.position, "potential": state.energy, "acceptance_rate": accept,
+                   "diverging": any_div}  # fmt: skip
             if cfg.kernel == "hmc":
                 row["energy"], row["n_steps"] = info.energy, info.n_steps
-            for name in names:
-                stats[name][:, j] = row[name].to(store, non_blocking=True)
-        if cfg.progress_bar and (j % 25 == 0 or j == num_samples - 1):
-            _postfix(bar, info, diverged)
+            rec.append(row)
+        if cfg.progress_bar:
+            diverged += any_div
+            if j % 25 == 0 or j == num_samples - 1:
+                _postfix(bar, info, diverged)
+    stats: dict[str, Tensor] = {}
+    draws = None
+    if rec is not None:
+        rec.flush()
+        draws = rec.out.pop("x")
+        stats["lp"] = -rec.out.pop("potential")
+        stats["acceptance_rate"] = rec.out.pop("acceptance_rate")
+        stats["step_size"] = eps_full.to(store).unsqueeze(1).expand(shape).clone()
+        stats["diverging"] = rec.out.pop("diverging")
+        stats.update(rec.out)
     if not cfg.keep:
         draws = state.position.to(store)
     checkpoint = {
