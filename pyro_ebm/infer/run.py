@@ -211,10 +211,10 @@ def sample(
     adapt_mass_matrix: bool = True,
     dense_mass: bool = False,
     inv_mass: Tensor | None = None,
-    num_steps: int = 10,
+    num_steps: int | None = None,
     trajectory_length: float | None = None,
     max_num_steps: int = 1024,
-    jitter: float = 0.0,
+    jitter: float | None = None,
     max_energy_error: float = 1000.0,
     keep: bool = True,
     sample_device: torch.device | str | None = None,
@@ -261,7 +261,9 @@ def sample(
         HMC leapfrog steps per transition, or instead a trajectory length (integration time;
         steps = length / step size, at most ``max_num_steps``, so a collapsing step size can
         never make a transition hang), the random reduction fraction of the steps, and the
-        energy error beyond which a trajectory counts as divergent.
+        energy error beyond which a trajectory counts as divergent. Default: trajectory
+        length :math:`\\pi/2` (a quarter period at the unit scale the mass matrix adapts to)
+        with jitter 0.5; an explicit ``num_steps`` means exactly that many (jitter 0).
     keep:
         ``False`` returns only the final states (for training loops): no draw history.
     sample_device:
@@ -289,6 +291,13 @@ def sample(
     _check_positive_int("num_samples", num_samples)
     _check_positive_int("num_chains", num_chains)
     _check_positive_int("thin", thin)
+    if num_steps is None and trajectory_length is None:
+        # after mass-matrix adaptation the target has roughly unit scale: a quarter period of
+        # a unit Gaussian, randomized, decorrelates without the periodicity of fixed lengths
+        trajectory_length = math.pi / 2
+    if jitter is None:
+        jitter = 0.0 if num_steps is not None else 0.5
+    num_steps = 10 if num_steps is None else num_steps
     _check_positive_int("num_steps", num_steps)
     _check_positive_int("max_num_steps", max_num_steps)
     if trajectory_length is not None and not (0 < trajectory_length < math.inf):

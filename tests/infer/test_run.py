@@ -238,10 +238,14 @@ def test_bad_num_samples_and_energy_shapes():
 
 def test_trajectory_length_sets_and_caps_the_leapfrog_steps():
     kw = dict(num_chains=4, kernel="hmc", event_shape=(2,), warmup_steps=0, seed=0,
-              progress_bar=False)  # fmt: skip
+              progress_bar=False, jitter=0.0)  # fmt: skip
     out = sample(iso_energy, 5, step_size=0.25, trajectory_length=1.0, **kw)
     assert (out.stats["n_steps"] == 4).all()
     capped = sample(iso_energy, 5, step_size=1e-6, trajectory_length=1.0, max_num_steps=16, **kw)
     assert (capped.stats["n_steps"] == 16).all()
     with pytest.raises(ValueError, match="trajectory_length"):
         sample(iso_energy, 5, trajectory_length=-1.0, **kw)
+    default = sample(iso_energy, 50, **{**kw, "jitter": None}, step_size=0.25)
+    # default: length pi/2 -> ceil(6.28) = 7 steps, jittered down to [4, 7]
+    steps = default.stats["n_steps"]
+    assert steps.max() == 7 and steps.min() >= 4 and steps.unique().numel() > 1
