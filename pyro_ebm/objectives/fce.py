@@ -24,6 +24,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .base import LossOutput, Objective
 from .nce import nce_loss
@@ -172,20 +173,23 @@ class FCE(Objective):
 
     def pretrain_flow(
         self, data: Tensor, steps: int = 500, *, batch_size: int = 256, lr: float = 1e-3,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, progress_bar: bool = False,
     ) -> list[float]:  # fmt: skip
-        """Fit the flow to ``data`` by maximum likelihood; returns the per-step NLL."""
+        """Fit the flow to ``data`` by maximum likelihood; returns the per-step NLL.
+
+        ``progress_bar`` shows a tqdm bar over the steps.
+        """
         flat = self._flat(data)
         opt = torch.optim.Adam(self.flow.parameters(), lr=lr)
         history = []
-        for _ in range(steps):
+        for _ in tqdm(range(steps), desc="flow pre-training", disable=not progress_bar):
             idx = torch.randint(0, flat.shape[0], (min(batch_size, flat.shape[0]),),
                                 generator=generator, device=flat.device)  # fmt: skip
             nll = -self.flow.log_prob(flat[idx]).mean()
             opt.zero_grad()
             nll.backward()
             opt.step()
-            history.append(float(nll))
+            history.append(float(nll.detach()))
             if not math.isfinite(history[-1]):
                 raise FloatingPointError("flow pre-training diverged (non-finite NLL)")
         return history
