@@ -15,7 +15,7 @@ from torch import Tensor
 
 __all__ = ["EnergyDistribution"]
 
-_DEFAULT_SAMPLER_KWARGS = {"warmup_steps": 200, "num_steps": 50}
+_DEFAULT_SAMPLER_KWARGS = {"warmup_steps": 200, "num_transitions": 50}
 
 
 class EnergyDistribution(TorchDistribution):
@@ -43,8 +43,9 @@ class EnergyDistribution(TorchDistribution):
     sampler:
         Kernel used by :meth:`sample`: ``"mala"`` (default), ``"hmc"``, ``"rwmh"`` or ``"ula"``.
     sampler_kwargs:
-        Extra arguments for :func:`pyro_ebm.infer.sample` (default: 200 warmup steps, then 50
-        transitions, returning the final states).
+        Arguments for :func:`pyro_ebm.infer.sample` (e.g. ``warmup_steps``, ``step_size``,
+        ``seed``, HMC's ``num_steps``), plus ``num_transitions``: transitions after warmup
+        before the final states are returned (default: 200 warmup steps, 50 transitions).
     validate_args:
         Pyro/torch argument validation (checks the energy's output shape at construction and
         values in :meth:`log_prob`).
@@ -199,7 +200,7 @@ class EnergyDistribution(TorchDistribution):
         num = max(1, sample_shape.numel())
         dtype, device = self._dtype_device()
         kwargs = {**_DEFAULT_SAMPLER_KWARGS, **self.sampler_kwargs}
-        num_samples = kwargs.pop("num_steps")
+        num_samples = kwargs.pop("num_transitions")
         kwargs.setdefault("progress_bar", False)
         kwargs.setdefault("dtype", dtype)
         kwargs.setdefault("device", device)

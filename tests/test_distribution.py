@@ -143,7 +143,7 @@ def test_sampler_option(sampler):
         IsoGaussian(torch.zeros(3)),
         event_shape=(3,),
         sampler=sampler,
-        sampler_kwargs={"warmup_steps": 50, "num_steps": 10},
+        sampler_kwargs={"warmup_steps": 50, "num_transitions": 10},
     )
     assert d.sample((6,)).shape == (6, 3)
 
