@@ -22,6 +22,12 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from .objectives.base import LossOutput, Objective
+from .parallel import (
+    all_reduce_mean,
+    average_gradients,
+    broadcast_parameters,
+    rank_and_world,
+)
 
 __all__ = ["History", "fit", "load_checkpoint"]
 
@@ -77,8 +83,11 @@ class _Batches:
     offset) is part of the checkpoint, so a resumed run sees the same batches.
     """
 
-    def __init__(self, data, batch_size: int, generator: torch.Generator) -> None:
+    def __init__(
+        self, data, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
+    ) -> None:
         self.data, self.batch_size, self.generator = data, batch_size, generator
+        self.rank, self.world = rank, world
         self.n = len(data)
         if self.n == 0:
             raise ValueError("data is empty")
@@ -97,6 +106,8 @@ class _Batches:
             self.offset = 0
         idx = self.perm[self.offset : self.offset + size]
         self.offset += size
+        if self.world > 1:  # this rank's shard of the global batch (DistributedSampler-like)
+            idx = idx.chunk(self.world)[self.rank]
         return self._take(idx)
 
     def state_dict(self) -> dict:
@@ -385,17 +396,26 @@ def fit(
     objective.to(device)
     dtype = next((p.dtype for p in energy.parameters()), torch.get_default_dtype())
 
-    if seed is not None:
-        torch.manual_seed(seed)
-    gen = torch.Generator()
-    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
-    dev_gen = gen if device.type == "cpu" else torch.Generator(device=device)
-    if dev_gen is not gen:
-        dev_gen.manual_seed(gen.initial_seed() + 1)
+    rank, world = rank_and_world()
+    if world > 1 and batch_size % world:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the world size {world}")
+    if seed is None:  # every rank must shuffle the data the same way
+        seed_t = torch.randint(0, 2**62, (1,))
+        if world > 1:
+            torch.distributed.broadcast(seed_t, 0)
+        seed_base = int(seed_t)
+    else:
+        seed_base = seed
+    torch.manual_seed(seed_base + rank)  # noise distributions (NCE) draw from the global RNG
+    gen = torch.Generator()  # data order: the same on every rank
+    gen.manual_seed(seed_base)
+    dev_gen = torch.Generator(device=device)  # the objective's sampling: one stream per rank
+    dev_gen.manual_seed(seed_base + 1 + rank)
 
-    batches = (
-        _LoaderBatches(data) if isinstance(data, DataLoader) else _Batches(data, batch_size, gen)
-    )
+    if isinstance(data, DataLoader):
+        batches = _LoaderBatches(data)
+    else:
+        batches = _Batches(data, batch_size, gen, rank, world)
     objective.setup(_first_sample(data).to(device=device, dtype=dtype))
 
     opt = _make_optimizer(
@@ -433,10 +453,13 @@ def fit(
             sched.load_state_dict(ckpt["schedule"])
         if ema_state is not None:
             ema_state.shadow = {k: v.to(device) for k, v in ckpt["ema"].items()}
-        torch.set_rng_state(ckpt["rng"]["torch"])
         gen.set_state(ckpt["rng"]["generator"])
-        if dev_gen is not gen:
-            dev_gen.set_state(ckpt["rng"]["device_generator"])
+        if ckpt["world_size"] == world:
+            states = ckpt["rng"]["device_generators"]
+            dev_gen.set_state(states[rank])
+            torch.set_rng_state(ckpt["rng"]["torch_per_rank"][rank])
+        else:  # another world size: fresh per-rank streams, derived from the step
+            dev_gen.manual_seed(seed_base + 1 + rank + 7919 * ckpt["step"])
         batches.load_state_dict(ckpt["data"])
         history = History(**ckpt["history"])
         start = ckpt["step"]
@@ -444,30 +467,38 @@ def fit(
     def save(step: int) -> None:
         if ckpt_path is None:
             return
-        state = {
-            "format": FORMAT,
-            "step": step,
-            "fingerprint": _fingerprint(energy, objective),
-            "energy": energy.state_dict(),
-            "objective": objective.state_dict(),
-            "optimizer": None if opt is None else opt.state_dict(),
-            "adversary_optimizer": None if adv_opt is None else adv_opt.state_dict(),
-            "schedule": None if sched is None else sched.state_dict(),
-            "ema": None if ema_state is None else ema_state.shadow,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "generator": gen.get_state(),
-                "device_generator": None if dev_gen is gen else dev_gen.get_state(),
-            },
-            "data": batches.state_dict(),
-            "history": history.as_dict(),
-        }
-        _atomic_save(state, ckpt_path)
+        dev_states = _gather_states(dev_gen.get_state(), world)
+        torch_states = _gather_states(torch.get_rng_state(), world)
+        if rank == 0:
+            state = {
+                "format": FORMAT,
+                "step": step,
+                "world_size": world,
+                "fingerprint": _fingerprint(energy, objective),
+                "energy": energy.state_dict(),
+                "objective": objective.state_dict(),
+                "optimizer": None if opt is None else opt.state_dict(),
+                "adversary_optimizer": None if adv_opt is None else adv_opt.state_dict(),
+                "schedule": None if sched is None else sched.state_dict(),
+                "ema": None if ema_state is None else ema_state.shadow,
+                "rng": {
+                    "generator": gen.get_state(),
+                    "device_generators": dev_states,
+                    "torch_per_rank": torch_states,
+                },
+                "data": batches.state_dict(),
+                "history": history.as_dict(),
+            }
+            _atomic_save(state, ckpt_path)
+        if world > 1:
+            torch.distributed.barrier()
 
     all_params = [p for g in (opt.param_groups if opt else []) for p in g["params"]]
+    broadcast_parameters(list(all_params) + list(adv_params))  # identical start on all ranks
     consecutive_bad = 0
     last_good = start if (ckpt_path is not None and ckpt_path.exists()) else None
     t0 = time.perf_counter() - (history.wall_time[-1] if history.wall_time else 0.0)
+    progress_bar = progress_bar and rank == 0
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=type(objective).__name__,
                disable=not progress_bar)  # fmt: skip
     callbacks = list(callbacks)
@@ -476,11 +507,12 @@ def fit(
         out: LossOutput = objective(energy, batch, dev_gen)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
-        loss_value = float(out.loss.detach())
+        loss_value = float(all_reduce_mean(out.loss.detach()))  # the global batch's loss
         grad_norm = math.nan
         ok = math.isfinite(loss_value)
         if ok:
             out.loss.backward()
+            average_gradients(all_params)
             max_norm = grad_clip if grad_clip is not None else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(all_params, max_norm))
             ok = math.isfinite(grad_norm)
@@ -508,6 +540,7 @@ def fit(
                 if adv is not None and bool(torch.isfinite(adv.loss)):
                     adv_opt.zero_grad(set_to_none=True)
                     adv.loss.backward()
+                    average_gradients(adv_params)
                     if grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(adv_params, grad_clip)
                     adv_opt.step()
@@ -518,7 +551,7 @@ def fit(
                 ema_state.update(averaged, step)
         if sched is not None:
             sched.step()
-        metrics = {k: float(v) for k, v in out.metrics.items()}
+        metrics = {k: float(all_reduce_mean(v)) for k, v in out.metrics.items()}
         history.step.append(step)
         history.loss.append(loss_value)
         history.grad_norm.append(grad_norm)
@@ -532,7 +565,10 @@ def fit(
         if checkpoint_every is not None and done % checkpoint_every == 0 and done < steps:
             save(done)
             last_good = done
-        if any(cb(step, {"loss": loss_value, **metrics}) is True for cb in callbacks):
+        stop = any(cb(step, {"loss": loss_value, **metrics}) is True for cb in callbacks)
+        if world > 1:  # every rank stops together
+            stop = bool(all_reduce_mean(torch.tensor(float(stop))) > 0)
+        if stop:
             break
     bar.close()
     save(history.step[-1] + 1 if history.step else start)  # raw weights: resumable
@@ -542,6 +578,15 @@ def fit(
         history.log_Z = float(objective.log_Z.detach())
         energy.log_Z = objective.log_Z.detach().clone()
     return history
+
+
+def _gather_states(state: Tensor, world: int) -> list[Tensor]:
+    """Every rank's generator state (a byte tensor), for a world-size-aware checkpoint."""
+    if world == 1:
+        return [state]
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
 
 
 def _postfix(loss: float, metrics: dict[str, float]) -> dict[str, str]:

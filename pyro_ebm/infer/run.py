@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..parallel import rank_and_world
 from . import hmc, langevin, mala, rwmh
 from .adaptation import WarmupAdapter, find_initial_step_size
 from .base import State, init_state, module_dtype_device
@@ -220,6 +221,7 @@ def sample(
     sample_device: torch.device | str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    shard_chains: bool = True,
 ) -> Samples:
     """Sample :math:`p(x) \\propto \\exp(-E(x))` with many vectorized chains.
 
@@ -270,6 +272,10 @@ def sample(
         Where kept draws are stored (e.g. ``"cpu"`` while chains run on a GPU).
     device, dtype:
         Where and in which precision the chains run (default: from ``init`` or the energy).
+    shard_chains:
+        Under ``torch.distributed`` (e.g. ``torchrun``), each rank runs ``num_chains / world``
+        of the chains (seed ``seed + rank``, its slice of ``init``) and the draws of all ranks
+        are gathered, so every rank returns all chains. See also :func:`sample_parallel`.
 
     Returns
     -------
@@ -307,6 +313,13 @@ def sample(
     _check_positive_int("warmup_steps", warmup_steps, minimum=0)
     if not 0.0 <= jitter < 1.0:
         raise ValueError(f"jitter must be in [0, 1); got {jitter!r}")
+    rank, world = rank_and_world()
+    shard = world > 1 and shard_chains
+    if shard and num_chains % world:
+        raise ValueError(
+            f"num_chains ({num_chains}) must be divisible by the world size {world} to shard "
+            "chains across ranks (or pass shard_chains=False)"
+        )
     tgt = _resolve_target(target, event_shape, init)
     if device is not None:
         tgt.device = torch.device(device)
@@ -314,18 +327,26 @@ def sample(
         tgt.dtype = dtype
     chain_shape = torch.Size((num_chains,)) + tgt.batch_shape
     if init is None:
-        gen = _make_generator(seed, tgt.device)
         position = torch.randn(
-            chain_shape + tgt.event_shape, dtype=tgt.dtype, device=tgt.device, generator=gen
+            chain_shape + tgt.event_shape,
+            dtype=tgt.dtype,
+            device=tgt.device,
+            generator=_make_generator(seed, tgt.device),
         )
     else:
-        gen = _make_generator(seed, tgt.device)
         position = torch.as_tensor(init).to(dtype=tgt.dtype, device=tgt.device)
         if position.shape != chain_shape + tgt.event_shape:
             raise ValueError(
                 f"init must have shape (num_chains, *batch_shape, *event_shape) = "
                 f"{tuple(chain_shape + tgt.event_shape)}; got {tuple(position.shape)}"
             )
+    if shard:  # this rank's chains, and a seed of its own
+        local = num_chains // world
+        position = position[rank * local : (rank + 1) * local]
+        chain_shape = torch.Size((local,)) + tgt.batch_shape
+        if isinstance(seed, int):
+            seed = seed + rank
+    gen = _make_generator(seed, tgt.device)
     cfg = _Config(
         kernel=kernel,
         num_steps=num_steps,
@@ -369,7 +390,8 @@ def sample(
             adapt_mass_matrix=adapt_mass_matrix,
             dense_mass=dense_mass,
         )  # fmt: skip
-    return _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div)
+    out = _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div)
+    return _gather(out) if shard else out
 
 
 def _host_generator(gen):
@@ -556,4 +578,23 @@ def resume(target, state_dict: dict, num_samples: int, *, progress_bar: bool | N
             host_gen = torch.Generator()
             host_gen.set_state(sd["host_generator"])
     warm = torch.zeros(state.energy.shape, dtype=torch.long, device=tgt.device)
-    return _draw(module, tgt, state, sd["step_size"], metric, gen, host_gen, cfg, num_samples, warm)
+    out = _draw(module, tgt, state, sd["step_size"], metric, gen, host_gen, cfg, num_samples, warm)
+    return _gather(out) if sd.get("sharded") else out
+
+
+def _all_gather_chains(t: Tensor) -> Tensor:
+    parts = [torch.empty_like(t) for _ in range(rank_and_world()[1])]
+    torch.distributed.all_gather(parts, t.contiguous())
+    return torch.cat(parts, 0)
+
+
+def _gather(out: Samples) -> Samples:
+    """Join every rank's chains into one Samples (chain order: rank 0's first)."""
+    per_chain_eps = out.step_size.dim() > 0
+    out.samples = _all_gather_chains(out.samples)
+    out.stats = {k: _all_gather_chains(v) for k, v in out.stats.items()}
+    out.warmup_divergences = _all_gather_chains(out.warmup_divergences)
+    if per_chain_eps:
+        out.step_size = _all_gather_chains(out.step_size)
+    out._checkpoint["sharded"] = True  # this rank's own state; resume gathers again
+    return out

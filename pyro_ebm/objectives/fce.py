@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..parallel import all_reduce_mean
 from .base import LossOutput, Objective
 from .nce import nce_loss
 
@@ -155,7 +156,8 @@ class FCE(Objective):
             noise, log_q_noise = self.flow.sample_and_log_prob(self._num_noise(data.shape[0]))
             log_q_data = self.flow.log_prob(self._flat(data))
         loss, accuracy, metrics = self._value(energy, data, noise, log_q_data, log_q_noise)
-        self.last_accuracy = accuracy.to(self.last_accuracy)
+        # under torch.distributed every rank must take the same turn: decide on the mean
+        self.last_accuracy = all_reduce_mean(accuracy).to(self.last_accuracy)
         return LossOutput(loss, metrics)
 
     def adversary_loss(
