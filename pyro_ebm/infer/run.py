@@ -21,6 +21,7 @@ from ..parallel import rank_and_world
 from . import hmc, langevin, mala, rwmh
 from .adaptation import WarmupAdapter, find_initial_step_size
 from .base import State, init_state, module_dtype_device
+from .compiled import compiled_or_eager
 from .metric import Metric
 
 __all__ = ["KERNELS", "Samples", "resume", "sample"]
@@ -50,6 +51,7 @@ class _Config:
     sample_device: torch.device | None
     keep: bool
     progress_bar: bool
+    compile: bool = False
 
 
 @dataclass
@@ -222,6 +224,7 @@ def sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     shard_chains: bool = True,
+    compile: bool = False,
 ) -> Samples:
     """Sample :math:`p(x) \\propto \\exp(-E(x))` with many vectorized chains.
 
@@ -276,6 +279,10 @@ def sample(
         Under ``torch.distributed`` (e.g. ``torchrun``), each rank runs ``num_chains / world``
         of the chains (seed ``seed + rank``, its slice of ``init``) and the draws of all ranks
         are gathered, so every rank returns all chains. See also :func:`sample_parallel`.
+    compile:
+        Run each transition as one fused ``torch.compile``-d function (MALA, ULA, RWMH with a
+        diagonal mass matrix): the same draws up to float rounding, faster once compiled; falls
+        back to the eager step with a warning where compilation is unavailable.
 
     Returns
     -------
@@ -358,6 +365,7 @@ def sample(
         sample_device=None if sample_device is None else torch.device(sample_device),
         keep=keep,
         progress_bar=progress_bar,
+        compile=bool(compile),
     )
     module = KERNELS[kernel]
     event_dim = len(tgt.event_shape)
@@ -411,6 +419,7 @@ def _warmup(
         # ULA warms up with the Metropolis-adjusted move of the same proposal, so that a step
         # size that is still too large cannot throw the chains to infinity before adaptation.
         module = mala
+    step = _stepper(module, tgt, metric, cfg)
     adapter = WarmupAdapter(
         warmup_steps, eps, module.TARGET_ACCEPT, metric,
         adapt_step_size=adapt_step_size,
@@ -420,7 +429,7 @@ def _warmup(
     diverged = torch.zeros(state.energy.shape, dtype=torch.long, device=state.energy.device)
     bar = tqdm(range(warmup_steps), desc="warmup", disable=not cfg.progress_bar, leave=False)
     for i in bar:
-        state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
+        state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
         diverged += info.diverging
         eps = adapter.update(i, state.position, info.acceptance_rate)
         if cfg.trajectory_length is not None and "num_steps" in kwargs:
@@ -428,6 +437,14 @@ def _warmup(
         if cfg.progress_bar and (i % 25 == 0 or i == warmup_steps - 1):
             _postfix(bar, info, diverged)
     return state, adapter.final_step_size(), diverged
+
+
+def _stepper(module, tgt, metric, cfg):
+    """The kernel's eager step, or its compiled twin when ``compile=True``."""
+    if not cfg.compile:
+        return module.step
+    name = next(k for k, v in KERNELS.items() if v is module)
+    return compiled_or_eager(name, module, tgt.energy_fn, metric, len(tgt.event_shape))
 
 
 def _postfix(bar, info, diverged) -> None:
@@ -483,14 +500,13 @@ def _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm
     eps_full = eps.expand(chain_shape) if eps.dim() == 0 else eps
     diverged = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
     bar = tqdm(range(num_samples), desc=f"sample ({cfg.kernel})", disable=not cfg.progress_bar)
+    step = _stepper(module, tgt, metric, cfg)
     for j in bar:
-        state, info = module.step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
+        state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
         accept, any_div = info.acceptance_rate, info.diverging
         if cfg.thin > 1:
             for _ in range(cfg.thin - 1):
-                state, info = module.step(
-                    tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs
-                )
+                state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
                 accept = accept + info.acceptance_rate
                 any_div = any_div | info.diverging
             accept = accept / cfg.thin
