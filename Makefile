@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format install clean bench
+.PHONY: demo test test-slow lint format install clean bench bench-training docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,13 +13,13 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pyro_ebm.demo
+	$(BIN)/pyro-ebm demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -40,3 +40,10 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python bench/samplers.py
+	$(BIN)/python bench/suite.py
+
+bench-training: $(STAMP)
+	$(BIN)/python bench/training.py
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

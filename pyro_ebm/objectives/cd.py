@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..infer import langevin, mala
 from ..infer.base import init_state
+from ..infer.compiled import compiled_or_eager
 from ..infer.metric import Metric
 from .base import LossOutput, Objective
 from .buffers import ReplayBuffer
@@ -75,6 +76,9 @@ class ContrastiveDivergence(Objective):
         Standard deviation of Gaussian noise added to the data batch.
     num_negatives:
         Negatives per step (default: the batch size).
+    compile:
+        Run the sampler's transitions through the compiled path
+        (:mod:`pyro_ebm.infer.compiled`; eager fallback with a warning).
 
     Examples
     --------
@@ -104,6 +108,7 @@ class ContrastiveDivergence(Objective):
         grad_clip: float | None = None,
         data_noise: float = 0.0,
         num_negatives: int | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -122,6 +127,8 @@ class ContrastiveDivergence(Objective):
         self.mode, self.sampler, self.num_steps = mode, sampler, num_steps
         self.alpha, self.grad_clip, self.data_noise = alpha, grad_clip, data_noise
         self.num_negatives = num_negatives
+        self.compile = compile
+        self._compiled: dict = {}
         self.buffer = ReplayBuffer(buffer_size, reinit_prob, init, buffer_device)
         self.register_buffer("log_step_size", torch.tensor(math.log(step_size)))
 
@@ -154,10 +161,16 @@ class ContrastiveDivergence(Objective):
         kernel = SAMPLERS[self.sampler]
         eps = self.log_step_size.exp().to(data)
         metric = Metric(data.shape[1:])
+        step = kernel.step
+        if self.compile:  # one compiled transition per energy, kept across training steps
+            key = id(energy)
+            if key not in self._compiled:
+                self._compiled[key] = compiled_or_eager(self.sampler, kernel, fn, metric, event_dim)
+            step = self._compiled[key]
         state = init_state(fn, start, event_dim, with_grad=True)
         accept = torch.zeros((), dtype=data.dtype, device=data.device)
         for _ in range(self.num_steps):
-            state, info = kernel.step(fn, state, eps, metric, generator, event_dim)
+            state, info = step(fn, state, eps, metric, generator, event_dim)
             accept = accept + info.acceptance_rate.mean()
         accept = accept / self.num_steps
         if self.sampler == "mala":  # one multiplicative adaptation per training step

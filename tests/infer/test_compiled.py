@@ -45,3 +45,20 @@ def test_compiler_failure_falls_back_with_a_warning(monkeypatch):
         fallback = sample(_gaussian(), 10, compile=True, **kw)
     eager = sample(_gaussian(), 10, **kw)
     assert torch.equal(fallback.samples, eager.samples)  # the generator was rewound
+
+
+@pytest.mark.slow  # compiles an MLP's transition: about 40 s on 2 cores
+def test_compiled_cd_negatives_match_eager():
+    from pyro_ebm import fit
+    from pyro_ebm.energies import MLPEnergy
+    from pyro_ebm.objectives import ContrastiveDivergence
+
+    data = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    results = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        energy = MLPEnergy(2, hidden=(16,)).double()
+        cd = ContrastiveDivergence(sampler="mala", num_steps=5, buffer_size=128, compile=compile_)
+        fit(energy, data, cd, steps=5, batch_size=64, seed=0, progress_bar=False)
+        results.append(cd.buffer.samples.clone())
+    torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-8)
