@@ -35,7 +35,7 @@ for chains in (1024, 65536):
               f"{chains * 300 / ours:,.0f} draws/s")
 data = datasets.load("8gaussians", 50_000, seed=0).to(dev)
 for name, obj in [("sm-sliced", ScoreMatching("sliced")),
-                  ("nce", NCE(fit_gaussian_noise(data.cpu(), 1.25), noise_ratio=4)),
+                  ("nce", NCE(fit_gaussian_noise(data, 1.25), noise_ratio=4)),
                   ("pcd", ContrastiveDivergence(num_steps=30, step_size=0.005, alpha=0.01))]:
     energy = MLPEnergy(2, hidden=(128, 128)).to(dev)
     t = time.perf_counter()
