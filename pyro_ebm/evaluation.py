@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
+from tqdm.auto import tqdm
 
 from . import datasets
 from .infer import hmc, mala
@@ -446,6 +447,7 @@ def ais_log_partition(
     kernel_kwargs: dict[str, Any] | None = None,
     seed: int | torch.Generator | None = None,
     schedule: str = "sigmoid",
+    progress_bar: bool = False,
 ) -> AISResult:
     r"""Log-partition function by annealed importance sampling (Neal 2001).
 
@@ -520,6 +522,8 @@ def ais_log_partition(
         Spacing of :math:`\beta_k`: ``"sigmoid"`` (Grosse et al. 2015, dense at both ends,
         :math:`\tilde\beta_k = \sigma(4(2k/K - 1))` rescaled to [0, 1]), ``"geometric"``
         (:math:`\beta_k = 10^{-4(K - k)/(K - 1)}`, dense near 0) or ``"linear"``.
+    progress_bar : bool, default False
+        Show a tqdm bar over the temperatures.
 
     Returns
     -------
@@ -626,7 +630,9 @@ def ais_log_partition(
     eps = None if step_size is None else torch.tensor(float(step_size), dtype=dtype, device=device)
     step_sizes: list[float] = []
     acceptances: list[float] = []
+    bar = tqdm(total=num_temperatures, desc="AIS", disable=not progress_bar)
     for k in range(1, num_temperatures + 1):
+        bar.update()
         # log f_k(x) - log f_{k-1}(x) = (beta_k - beta_{k-1}) (-E(x) - log p0(x))
         increment = (-parts.e - parts.l0).to(torch.float64)
         increment = torch.where(torch.isnan(increment), -math.inf, increment)  # NaN: zero density
@@ -651,6 +657,7 @@ def ais_log_partition(
             step_sizes.append(float(eps))
             if adapt_step_size:
                 eps = eps * math.exp(rate - target_accept)
+    bar.close()
 
     log_z = torch.logsumexp(log_w, dim=0) - math.log(num_chains)
     return AISResult(

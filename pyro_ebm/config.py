@@ -1,0 +1,359 @@
+"""Run configuration: the schema of a ``pyro-ebm`` run, read from and written to TOML.
+
+A configuration is a dict of sections (``data``, ``model``, ``objective``, ``train``,
+``sample``, ``evaluate``) holding scalars or lists of scalars. :data:`SCHEMA` lists every key
+with its type, default and meaning; :func:`read_config` rejects unknown sections and keys
+(naming the valid ones) and values of the wrong type; :func:`dumps_toml` writes the small TOML
+subset these files need (no new dependency), and ``tomllib`` (``tomli`` before Python 3.11)
+reads it back.
+
+A default of ``None`` means "chosen from the data and the objective at training time" (see
+:func:`pyro_ebm.runs.resolve_config`); the run directory's ``config.toml`` always holds the
+resolved values, so it records exactly what was used.
+
+Examples
+--------
+>>> config = merge_config(default_config(), {"train": {"steps": 10}})
+>>> config["train"]["steps"], config["train"]["lr"]
+(10, 0.002)
+>>> text = dumps_toml({"train": {"steps": 10, "lr": 0.002}, "model": {"hidden": [16, 16]}})
+>>> print(text)
+[train]
+steps = 10
+lr = 0.002
+<BLANKLINE>
+[model]
+hidden = [16, 16]
+<BLANKLINE>
+>>> loads_config(text)["model"]["hidden"]
+[16, 16]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "SCHEMA",
+    "ConfigError",
+    "Key",
+    "default_config",
+    "dumps_toml",
+    "loads_config",
+    "merge_config",
+    "read_config",
+    "validate_config",
+    "write_config",
+]
+
+OBJECTIVES = ("cd", "sm-exact", "sm-sliced", "sm-denoising", "nce", "fce")
+"""The objectives that ``pyro-ebm train --objective`` accepts."""
+
+Config = dict[str, dict[str, Any]]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that does not fit :data:`SCHEMA` (a user error)."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its type, default (``None``: resolved at training time), help.
+
+    ``kind`` is ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"ints"`` or ``"floats"``
+    (the last two: lists). ``choices`` restricts a string; ``minimum`` a number (inclusive).
+    """
+
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "data": {
+        "name": Key("str", None, "a built-in data set or a path to a .npy/.csv file"),
+        "n_train": Key("int", 50_000, "training points drawn from a built-in 2-d toy", None, 2),
+        "n_test": Key("int", 20_000, "held-out points (another seed) for a 2-d toy", None, 2),
+        "test_fraction": Key("float", 0.2, "share held out of digits or a data file", None, 0.01),
+        "seed": Key("int", 0, "seed of the data (the held-out toy points use seed + 1)", None, 0),
+    },
+    "model": {
+        "kind": Key("str", "auto", "energy network", ("auto", "mlp", "conv")),
+        "hidden": Key("ints", None, "MLP widths (default (128, 128) in 2-d, else (256, 256))"),
+        "channels": Key("ints", [32, 64], "ConvEnergy channels (digits)"),
+        "activation": Key(
+            "str",
+            "silu",
+            "activation",
+            ("silu", "relu", "elu", "tanh", "softplus", "gelu", "leaky_relu"),
+        ),  # fmt: skip
+        "spectral_norm": Key("bool", False, "spectral normalization of the MLP's layers"),
+    },
+    "objective": {
+        "name": Key("str", "nce", "training objective", OBJECTIVES),
+        "noise_scale": Key(
+            "float", 1.25, "NCE: the Gaussian noise's scale over the data's", None, 0
+        ),
+        "noise_ratio": Key("float", None, "NCE/FCE: noise samples per data point (4 / 1)", None, 0),
+        "sigma": Key("float", 0.05, "denoising score matching: noise scale", None, 0),
+        "num_projections": Key("int", 1, "sliced score matching: projections per point", None, 1),
+        "cd_mode": Key("str", "persistent", "CD chains", ("persistent", "short_run", "data")),
+        "cd_steps": Key("int", 30, "CD: Langevin steps per training step", None, 1),
+        "cd_step_size": Key("float", 0.005, "CD: Langevin step size", None, 0),
+        "cd_alpha": Key("float", 0.01, "CD: energy-magnitude regularizer", None, 0),
+        "cd_buffer_size": Key("int", 10_000, "CD: replay buffer size", None, 1),
+        "cd_reinit_prob": Key("float", 0.05, "CD: buffer re-initialization probability", None, 0),
+        "flow_kind": Key("str", None, "FCE flow (realnvp if d >= 2, else maf)", ("realnvp", "maf")),
+        "flow_hidden": Key("int", 64, "FCE: flow hidden features", None, 1),
+        "flow_layers": Key("int", 6, "FCE: flow layers", None, 1),
+        "flow_pretrain_steps": Key(
+            "int", 300, "FCE: maximum-likelihood flow pre-training", None, 0
+        ),
+    },
+    "train": {
+        "steps": Key("int", 5000, "optimizer steps (the total, also when resuming)", None, 1),
+        "batch_size": Key("int", 256, "batch size", None, 1),
+        "lr": Key("float", 2e-3, "learning rate", None, 0),
+        "schedule": Key("str", "cosine", "learning-rate schedule", ("cosine", "constant")),
+        "lr_warmup": Key("int", 0, "linear learning-rate warm-up steps", None, 0),
+        "ema": Key("float", 0.995, "parameter EMA decay (0 turns it off)", None, 0),
+        "grad_clip": Key("float", 0.0, "global gradient-norm clip (0 turns it off)", None, 0),
+        "checkpoint_every": Key("int", 1000, "steps between checkpoints", None, 1),
+        "seed": Key("int", 0, "seed of the model, the batches and the objective", None, 0),
+    },
+    "sample": {
+        "kernel": Key("str", "mala", "MCMC kernel", ("mala", "hmc", "rwmh", "ula")),
+        "num_chains": Key("int", None, "chains (1024 for vectors, 64 for images)", None, 1),
+        "num_samples": Key("int", 200, "draws kept per chain", None, 1),
+        "warmup_steps": Key("int", 200, "adaptation steps, discarded", None, 0),
+        "init": Key(
+            "str", "data", "chains start at training points or N(0, I)", ("data", "normal")
+        ),
+        "seed": Key("int", 0, "seed of the chains", None, 0),
+    },
+    "evaluate": {
+        "bounds": Key("floats", None, "grid box: [lo, hi] or [xlo, xhi, ylo, yhi] (1-d/2-d)"),
+        "resolution": Key("int", 400, "grid nodes per axis", None, 2),
+        "ais_temperatures": Key("int", 200, "AIS temperatures (more than 2-d)", None, 1),
+        "ais_chains": Key("int", 256, "AIS chains", None, 2),
+        "mmd_points": Key("int", 2000, "points per side of the MMD", None, 2),
+        "mmd_warmup_steps": Key(
+            "int", 300, "MALA warmup of the MMD's own draws (when there is no samples.pt)", None, 0
+        ),
+        "seed": Key("int", 0, "seed of AIS and the MMD subsample", None, 0),
+    },
+}
+"""Every section and key of a run configuration."""
+
+
+def default_config() -> Config:
+    """The defaults of :data:`SCHEMA` (``None`` where resolved from the data at training time).
+
+    Examples
+    --------
+    >>> default_config()["objective"]["name"]
+    'nce'
+    """
+    return {
+        s: {k: copy.deepcopy(key.default) for k, key in keys.items()} for s, keys in SCHEMA.items()
+    }
+
+
+def _valid_keys(section: str) -> str:
+    return ", ".join(SCHEMA[section])
+
+
+def _check_value(section: str, name: str, value: Any) -> Any:
+    """``value`` converted to the key's type, or a :class:`ConfigError` naming the key."""
+    key = SCHEMA[section][name]
+    where = f"{section}.{name}"
+
+    def number(v: Any, integer: bool) -> int | float:
+        if isinstance(v, bool) or not isinstance(v, (int, float) if not integer else int):
+            raise ConfigError(
+                f"{where} must be {'an integer' if integer else 'a number'}; got {v!r}"
+            )
+        if not integer and not math.isfinite(v):
+            raise ConfigError(f"{where} must be finite; got {v!r}")
+        if key.minimum is not None and v < key.minimum:
+            raise ConfigError(f"{where} must be >= {key.minimum:g}; got {v!r}")
+        return int(v) if integer else float(v)
+
+    if key.kind == "int":
+        return number(value, True)
+    if key.kind == "float":
+        return number(value, False)
+    if key.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false; got {value!r}")
+        return value
+    if key.kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string; got {value!r}")
+        if key.choices is not None and value not in key.choices:
+            raise ConfigError(f"{where} must be one of {', '.join(key.choices)}; got {value!r}")
+        return value
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{where} must be a non-empty list; got {value!r}")
+    integer = key.kind == "ints"
+    if integer and any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ConfigError(f"{where} must be a list of positive integers; got {value!r}")
+    if not integer:
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+            raise ConfigError(f"{where} must be a list of numbers; got {value!r}")
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{where} must hold finite numbers; got {value!r}")
+    return [int(v) if integer else float(v) for v in value]
+
+
+def validate_config(config: Any, source: str = "config") -> Config:
+    """Check sections, keys and value types; returns a checked copy (missing keys stay missing).
+
+    Raises
+    ------
+    ConfigError
+        Naming the unknown section or key with the valid ones, or the key with a bad value.
+
+    Examples
+    --------
+    >>> validate_config({"train": {"steps": 5}})
+    {'train': {'steps': 5}}
+    >>> validate_config({"train": {"stepz": 5}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pyro_ebm.config.ConfigError: config: unknown key 'train.stepz'; valid keys in [train]: ...
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: expected a table of sections; got {type(config).__name__}")
+    out: Config = {}
+    for section, values in config.items():
+        if section not in SCHEMA:
+            if not isinstance(values, dict):
+                raise ConfigError(
+                    f"{source}: unknown key {section!r} outside any section; keys go in "
+                    f"sections: {', '.join(f'[{s}]' for s in SCHEMA)}"
+                )
+            raise ConfigError(
+                f"{source}: unknown section [{section}]; valid sections: "
+                f"{', '.join(f'[{s}]' for s in SCHEMA)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table of keys; got {values!r}")
+        out[section] = {}
+        for name, value in values.items():
+            if name not in SCHEMA[section]:
+                raise ConfigError(
+                    f"{source}: unknown key '{section}.{name}'; valid keys in [{section}]: "
+                    f"{_valid_keys(section)}"
+                )
+            try:
+                out[section][name] = _check_value(section, name, value)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
+    return out
+
+
+def loads_config(text: str, source: str = "config") -> Config:
+    """Parse TOML text and :func:`validate_config` it.
+
+    Examples
+    --------
+    >>> loads_config('[sample]\\nkernel = "hmc"\\n')
+    {'sample': {'kernel': 'hmc'}}
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{source} is not valid TOML: {err}") from None
+    return validate_config(raw, source)
+
+
+def read_config(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing or unreadable, not valid TOML, or does not fit :data:`SCHEMA`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    return loads_config(text, f"config {path}")
+
+
+def merge_config(base: Config, *overrides: Config) -> Config:
+    """A copy of ``base`` with the keys of each override (later ones win) set on top.
+
+    Examples
+    --------
+    >>> merge_config({"train": {"steps": 1, "lr": 0.1}}, {"train": {"steps": 2}})
+    {'train': {'steps': 2, 'lr': 0.1}}
+    """
+    out = copy.deepcopy(base)
+    for override in overrides:
+        for section, values in override.items():
+            out.setdefault(section, {}).update(copy.deepcopy(values))
+    return out
+
+
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # JSON string escapes are valid TOML
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    raise ValueError(f"{where}: cannot write {type(value).__name__} {value!r} to TOML")
+
+
+def dumps_toml(config: Config) -> str:
+    """Serialize sections of scalars and lists of scalars as TOML (``None`` values are left out).
+
+    Examples
+    --------
+    >>> print(dumps_toml({"data": {"name": "a \\"b\\"", "seed": 0, "skip": None}}), end="")
+    [data]
+    name = "a \\"b\\""
+    seed = 0
+    """
+    blocks = []
+    for section, values in config.items():
+        lines = [f"[{section}]"]
+        for name, value in values.items():
+            if value is not None:
+                lines.append(f"{name} = {_toml_value(value, f'{section}.{name}')}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def write_config(config: Config, path: str | os.PathLike) -> None:
+    """Write ``config`` as TOML to ``path`` (with a one-line header comment)."""
+    header = "# The configuration this pyro-ebm run used (pyro-ebm train --config accepts it).\n"
+    Path(path).write_text(header + dumps_toml(config), encoding="utf-8")
