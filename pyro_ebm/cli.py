@@ -20,6 +20,8 @@ The line reads ``pyro-ebm: error: unknown data set 'mnist'; valid names: 8gaussi
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -109,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the run in --out from its checkpoint")  # fmt: skip
     train.add_argument("--force", action="store_true",
                        help="start over in an --out that already holds a run")  # fmt: skip
+    train.add_argument("--nproc", type=_int(1), metavar="N",
+                       help="train with N processes (torchrun, data-parallel; gloo on CPU, "
+                       "nccl on GPU)")  # fmt: skip
     train.set_defaults(func=_train)
 
     samp = sub.add_parser(
@@ -191,7 +196,38 @@ def _log(args: argparse.Namespace):
     return None if args.quiet else print
 
 
+def _launch(nproc: int, argv: Sequence[str]) -> int:
+    """Re-run this command under ``torchrun --standalone --nproc-per-node=N``."""
+    rest, skip = [], False
+    for token in argv:  # drop --nproc N / --nproc=N
+        if skip:
+            skip = False
+            continue
+        if token == "--nproc":
+            skip = True
+            continue
+        if token.startswith("--nproc="):
+            continue
+        rest.append(token)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "pyro_ebm", *rest]  # fmt: skip
+    return subprocess.run(command, check=False).returncode
+
+
+def _init_distributed() -> None:
+    """Join the process group torchrun describes in the environment (once)."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args.nproc, args.argv)
+    _init_distributed()
     overrides: dict = {}
     if args.config is not None:
         overrides = read_config(args.config)
@@ -284,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = argv
         if args.command is None:
             parser.print_help()
             return 0

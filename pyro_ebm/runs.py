@@ -72,6 +72,7 @@ from .objectives import (
     fit_gaussian_noise,
     make_flow,
 )
+from .parallel import rank_and_world
 from .training import CHECKPOINT_NAME, History, fit, load_checkpoint
 
 __all__ = [
@@ -726,6 +727,9 @@ def train_run(
     """
     out = Path(out)
     overrides = validate_config(overrides)
+    rank, world = rank_and_world()
+    if rank != 0:  # under torchrun only rank 0 speaks and writes files
+        log, progress = None, False
     if resume and force:
         raise UserError("--resume and --force exclude each other")
     if resume:
@@ -751,16 +755,21 @@ def train_run(
         config = merge_config(default_config(), overrides)
         train, test = load_data(config["data"])
         config = resolve_config(config, train)
-        out.mkdir(parents=True, exist_ok=True)
-        _remove(out / n for n in RUN_FILES)
-        torch.save(
-            {"format": DATA_FORMAT, "train": train, "test": test, "source": config["data"]["name"]},
-            out / DATA_FILE,
-        )
-    removed = _clear_derived(out)
-    if removed and resume:
-        _say(log, f"removed results of the earlier model: {', '.join(removed)}")
-    write_config(config, out / CONFIG_FILE)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            _remove(out / n for n in RUN_FILES)
+            torch.save(
+                {"format": DATA_FORMAT, "train": train, "test": test,
+                 "source": config["data"]["name"]},
+                out / DATA_FILE,
+            )  # fmt: skip
+    if rank == 0:
+        removed = _clear_derived(out)
+        if removed and resume:
+            _say(log, f"removed results of the earlier model: {', '.join(removed)}")
+        write_config(config, out / CONFIG_FILE)
+    if world > 1:
+        torch.distributed.barrier()
 
     t = config["train"]
     torch.manual_seed(t["seed"])
@@ -773,8 +782,11 @@ def train_run(
         seed=t["seed"], checkpoint_dir=out, checkpoint_every=t["checkpoint_every"],
         resume=resume, progress_bar=progress,
     )  # fmt: skip
-    history.save(out / HISTORY_FILE)
     seconds = history.wall_time[-1] if history.wall_time else 0.0
+    if rank != 0:
+        torch.distributed.barrier()  # rank 0 writes the results
+        return load_run(out)
+    history.save(out / HISTORY_FILE)
     torch.save(
         {
             "format": MODEL_FORMAT,
@@ -789,8 +801,12 @@ def train_run(
     _say(
         log,
         f"trained {config['objective']['name']} on {config['data']['name']} for "
-        f"{t['steps']} steps ({seconds:.1f} s of training) -> {out}",
+        f"{t['steps']} steps ({seconds:.1f} s of training)"
+        + (f" on {world} processes" if world > 1 else "")
+        + f" -> {out}",
     )
+    if world > 1:
+        torch.distributed.barrier()
     return load_run(out)
 
 

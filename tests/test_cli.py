@@ -497,3 +497,18 @@ def test_threads_option(capsys, tmp_path, trained):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_train_with_two_processes_matches_the_checkpoint_format(capsys, tmp_path):
+    """``--nproc 2`` relaunches under torchrun: rank 0 writes one run that loads and resumes."""
+    config = tiny_config(tmp_path, {"train": {"batch_size": 64, "checkpoint_every": 2}})
+    out = tmp_path / "ddp"
+    result = run_cli(capsys, "train", "--data", "8gaussians", "--objective", "sm-sliced",
+                     "--steps", "4", "--out", out, "--config", config, "--quiet",
+                     "--nproc", "2")  # fmt: skip
+    assert_ok(result)
+    run = load_run(out)
+    assert len(run.history().loss) == 4
+    # the checkpoint continues in a single process (another world size)
+    assert_ok(run_cli(capsys, "train", "--out", out, "--resume", "--steps", "6", "--quiet"))
+    assert len(load_run(out).history().loss) == 6

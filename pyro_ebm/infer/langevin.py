@@ -17,6 +17,8 @@ noisy gradients.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -37,12 +39,22 @@ def step(
     metric: Metric,
     generator,
     event_dim: int,
+    with_acceptance: bool = True,
 ) -> tuple[State, Info]:
-    """One unadjusted Langevin move of every chain."""
+    """One unadjusted Langevin move of every chain.
+
+    ``with_acceptance=False`` skips the would-be MALA acceptance (reported as NaN), for
+    training loops that only need it as an occasional diagnostic.
+    """
     eps = step_size.reshape(step_size.shape + (1,) * event_dim)
     position, log_q_forward = langevin_proposal(state, eps, metric, generator)
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
     proposal = State(position, energy, grad)
+    if not with_acceptance:
+        finite = torch.isfinite(energy) & torch.isfinite(grad).flatten(energy.dim()).all(-1)
+        new = select(finite, proposal, state, event_dim)
+        unknown = torch.full_like(energy, math.nan)
+        return new, Info(acceptance_rate=unknown, is_accepted=finite, diverging=~finite)
     log_ratio = state.energy - energy + langevin_log_q(state, proposal, step_size, metric)
     log_ratio = log_ratio - log_q_forward
     # a non-finite energy or gradient at the proposal makes the ratio non-finite

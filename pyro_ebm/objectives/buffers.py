@@ -38,7 +38,9 @@ class ReplayBuffer(nn.Module):
     reinit_prob:
         Probability that a drawn sample is replaced by fresh noise.
     init:
-        ``"uniform"`` on the data's bounding box (widened by 10%) or ``"gaussian"``.
+        ``"uniform"`` on the data's bounding box widened by 25% on each side (so the
+        region around the data, where a model can otherwise hide mass, sees negatives too) or
+        ``"gaussian"``.
     device:
         Where the buffer lives (``None``: the data's device).
     """
@@ -66,7 +68,7 @@ class ReplayBuffer(nn.Module):
         """Fix the noise box from the data and fill the buffer with noise."""
         device = self.device or data.device
         lo, hi = data.min(0).values, data.max(0).values
-        margin = 0.1 * (hi - lo).clamp(min=1e-3)
+        margin = 0.25 * (hi - lo).clamp(min=1e-3)
         self.low, self.high = (lo - margin).to(device), (hi + margin).to(device)
         gen = generator if generator is None or generator.device == torch.device(device) else None
         self.samples = noise_like_data(self.low, self.high, self.size, self.init, gen)

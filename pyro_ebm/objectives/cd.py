@@ -169,10 +169,15 @@ class ContrastiveDivergence(Objective):
             step = self._compiled[key]
         state = init_state(fn, start, event_dim, with_grad=True)
         accept = torch.zeros((), dtype=data.dtype, device=data.device)
-        for _ in range(self.num_steps):
+        # ULA's acceptance is only a diagnostic: computed on the last transition only
+        lean = self.sampler == "ula" and not self.compile
+        for i in range(self.num_steps):
+            if lean and i < self.num_steps - 1:
+                state, info = step(fn, state, eps, metric, generator, event_dim, False)
+                continue
             state, info = step(fn, state, eps, metric, generator, event_dim)
             accept = accept + info.acceptance_rate.mean()
-        accept = accept / self.num_steps
+        accept = accept / (1 if lean else self.num_steps)
         if self.sampler == "mala":  # one multiplicative adaptation per training step
             self.log_step_size += 0.1 * (accept.detach() - mala.TARGET_ACCEPT).to(
                 self.log_step_size
