@@ -743,6 +743,8 @@ def train_run(
                 "to continue it"
             )
         _say(log, f"resuming {out} at step {step} of {config['train']['steps']}")
+        if world > 1:  # every rank has read the run before rank 0 rewrites its config
+            torch.distributed.barrier()
     else:
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} exists and is not a directory")
@@ -755,6 +757,8 @@ def train_run(
         config = merge_config(default_config(), overrides)
         train, test = load_data(config["data"])
         config = resolve_config(config, train)
+        if world > 1:  # every rank has checked the directory before rank 0 writes to it
+            torch.distributed.barrier()
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             _remove(out / n for n in RUN_FILES)
