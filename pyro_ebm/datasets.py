@@ -31,6 +31,8 @@ from collections.abc import Callable
 
 import torch
 
+from ._validation import check_int
+
 __all__ = [
     "DENSITY_NAMES",
     "NAMES",
@@ -85,18 +87,6 @@ def _check_name(name: str, allowed: tuple[str, ...] = NAMES) -> str:
             f"the true density of {name!r} is unknown; it is known for: {', '.join(allowed)}"
         )
     return name
-
-
-def _check_n(n: object) -> int:
-    if isinstance(n, bool):
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    try:
-        value = operator.index(n)
-    except TypeError:
-        raise ValueError(f"n must be a positive int, got {n!r}") from None
-    if value <= 0:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    return value
 
 
 def _check_dtype(dtype: object) -> torch.dtype:
@@ -358,7 +348,7 @@ def load(
     torch.Size([16, 64])
     """
     _check_name(name)
-    n = _check_n(n)
+    n = check_int("n", n, 1)
     dtype = _check_dtype(dtype)
     g = _make_generator(seed, generator)
     if name == "digits":
@@ -412,7 +402,7 @@ def load_digits_with_labels(
     >>> bool(((y >= 0) & (y <= 9)).all())
     True
     """
-    n = _check_n(n)
+    n = check_int("n", n, 1)
     dtype = _check_dtype(dtype)
     g = _make_generator(seed, generator)
     return _sample_digits(n, g, dtype, flatten)

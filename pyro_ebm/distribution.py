@@ -13,6 +13,8 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
 
+from ._validation import check_choice
+
 __all__ = ["EnergyDistribution"]
 
 _DEFAULT_SAMPLER_KWARGS = {"warmup_steps": 200, "num_transitions": 50}
@@ -87,8 +89,7 @@ class EnergyDistribution(TorchDistribution):
         batch_shape = _as_shape("batch_shape", batch_shape)
         from .infer import KERNELS  # local: keeps the import graph one-way at module load
 
-        if sampler not in KERNELS:
-            raise ValueError(f"sampler must be one of {sorted(KERNELS)}; got {sampler!r}")
+        check_choice("sampler", sampler, sorted(KERNELS))
         if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
             raise ValueError(f"sampler_kwargs must be a dict; got {type(sampler_kwargs).__name__}")
         if log_Z is None and torch.is_tensor(getattr(energy, "log_Z", None)):

@@ -30,6 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from ._validation import check_choice, check_int
 from .evaluation import grid_log_partition
 from .infer.base import module_dtype_device
 
@@ -129,8 +130,7 @@ def plot_density(
         dim = int(torch.Size(shape).numel())
     if dim not in (1, 2):
         raise ValueError(f"plot_density draws 1-d or 2-d energies; got dim={dim}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2; got {resolution!r}")
+    resolution = check_int("resolution", resolution, 2)
     box = _box(bounds, dim)
     found = module_dtype_device(fn)
     dtype, device = found if found is not None else (torch.float64, torch.device("cpu"))
@@ -219,10 +219,8 @@ def plot_samples(
     >>> ax.images[0].get_array().shape
     (26, 35)
     """
-    if kind not in ("scatter", "hist"):
-        raise ValueError(f"kind must be 'scatter' or 'hist'; got {kind!r}")
-    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
-        raise ValueError(f"max_points must be a positive integer; got {max_points!r}")
+    check_choice("kind", kind, ("scatter", "hist"))
+    max_points = check_int("max_points", max_points, 1)
     x = _as_numpy(samples)
     if x.ndim >= 4:
         images = x.reshape(-1, *x.shape[-3:]) if x.ndim == 5 else x
@@ -302,8 +300,7 @@ def plot_images(
     >>> ax.images[0].get_array().shape
     (17, 17)
     """
-    if isinstance(ncol, bool) or not isinstance(ncol, int) or ncol < 1:
-        raise ValueError(f"ncol must be a positive integer; got {ncol!r}")
+    ncol = check_int("ncol", ncol, 1)
     x = _as_numpy(images)
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[0] < 1:
         raise ValueError(f"images must have shape (n, 1 or 3, height, width); got {x.shape}")

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
+from ._validation import check_int, check_positive_float
 from .objectives.base import LossOutput, Objective
 from .parallel import (
     all_reduce_mean,
@@ -275,11 +276,6 @@ def _make_schedule(name, optimizer, steps, warmup):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
 def fit(
     energy: nn.Module,
     data: Tensor | Dataset | DataLoader,
@@ -368,23 +364,22 @@ def fit(
     >>> len(history.loss)
     20
     """
-    _check_int("steps", steps, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("max_nonfinite", max_nonfinite, 1)
+    steps = check_int("steps", steps, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    max_nonfinite = check_int("max_nonfinite", max_nonfinite, 1)
     if not isinstance(energy, nn.Module):
         raise ValueError(f"energy must be an nn.Module; got {type(energy).__name__}")
     if not isinstance(objective, Objective):
         raise ValueError(f"objective must be a pyro_ebm Objective; got {type(objective).__name__}")
     if ema is not None and not 0.0 < ema < 1.0:
         raise ValueError(f"ema must be in (0, 1) or None; got {ema!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be positive; got {lr!r}")
-    if grad_clip is not None and not grad_clip > 0:
-        raise ValueError(f"grad_clip must be positive or None; got {grad_clip!r}")
+    lr = check_positive_float("lr", lr)
+    if grad_clip is not None:
+        grad_clip = check_positive_float("grad_clip", grad_clip)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
     if checkpoint_every is not None:
-        _check_int("checkpoint_every", checkpoint_every, 1)
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
     if not torch.is_tensor(data) and not isinstance(data, (Dataset, DataLoader)):
         raise ValueError(f"data must be a tensor, Dataset or DataLoader; got {type(data).__name__}")
 

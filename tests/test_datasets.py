@@ -155,9 +155,9 @@ def test_unknown_name_raises():
 
 @pytest.mark.parametrize("n", [0, -3, 2.5, None, "10", True])
 def test_bad_n_raises(n):
-    with pytest.raises(ValueError, match=r"^n must be a positive int, got"):
+    with pytest.raises(ValueError, match=r"^n must be an integer >= 1; got"):
         load("moons", n, seed=0)
-    with pytest.raises(ValueError, match=r"^n must be a positive int"):
+    with pytest.raises(ValueError, match=r"^n must be an integer >= 1"):
         load_digits_with_labels(n, seed=0)
 
 

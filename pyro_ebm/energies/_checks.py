@@ -1,85 +1,11 @@
-"""Argument and input-shape checks shared by the energy modules."""
+"""Input-shape and dtype checks shared by the energy modules (argument checks: ``_validation``)."""
 
 from __future__ import annotations
-
-import math
-import numbers
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = [
-    "check_event_shape",
-    "check_nonnegative_int",
-    "check_positive_float",
-    "check_positive_int",
-    "check_positive_int_sequence",
-    "resolve_float_dtype",
-]
-
-
-def _is_integer(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """Return ``value`` as an ``int`` if it is an integer >= 1, else raise ``ValueError``.
-
-    Examples
-    --------
-    >>> check_positive_int(3, "dim")
-    3
-    """
-    if not _is_integer(value) or int(value) < 1:  # type: ignore[call-overload]
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
-
-
-def check_nonnegative_int(value: object, name: str) -> int:
-    """Return ``value`` as an ``int`` if it is an integer >= 0, else raise ``ValueError``.
-
-    Examples
-    --------
-    >>> check_nonnegative_int(0, "n")
-    0
-    """
-    if not _is_integer(value) or int(value) < 0:  # type: ignore[call-overload]
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
-
-
-def check_positive_int_sequence(value: object, name: str) -> tuple[int, ...]:
-    """Return ``value`` as a non-empty tuple of positive ints, else raise ``ValueError``.
-
-    Examples
-    --------
-    >>> check_positive_int_sequence([64, 32], "hidden")
-    (64, 32)
-    """
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
-    if not all(_is_integer(v) and int(v) >= 1 for v in value):
-        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {value!r}")
-    return tuple(int(v) for v in value)
-
-
-def check_positive_float(value: object, name: str) -> float:
-    """Return ``value`` as a ``float`` if it is a finite real number > 0, else raise ``ValueError``.
-
-    Examples
-    --------
-    >>> check_positive_float(2, "scale")
-    2.0
-    """
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
-        value = value.item()
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    result = float(value)
-    if not (math.isfinite(result) and result > 0):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return result
+__all__ = ["check_event_shape", "resolve_float_dtype"]
 
 
 def resolve_float_dtype(dtype: torch.dtype | None, *values: object) -> torch.dtype:

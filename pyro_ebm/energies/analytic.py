@@ -15,13 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._checks import (
-    check_event_shape,
-    check_nonnegative_int,
-    check_positive_float,
-    check_positive_int,
-    resolve_float_dtype,
-)
+from .._validation import check_int, check_positive_float
+from ._checks import check_event_shape, resolve_float_dtype
 
 __all__ = [
     "AnalyticEnergy",
@@ -221,8 +216,8 @@ class GaussianEnergy(AnalyticEnergy):
         >>> round(torch.linalg.cond(energy.covariance).item())
         1000
         """
-        dim = check_positive_int(dim, "dim")
-        kappa = check_positive_float(condition_number, "condition_number")
+        dim = check_int("dim", dim, 1)
+        kappa = check_positive_float("condition_number", condition_number)
         if kappa < 1.0:
             raise ValueError(f"condition_number must be >= 1, got {condition_number!r}")
         if dim == 1 and kappa != 1.0:
@@ -252,7 +247,7 @@ class GaussianEnergy(AnalyticEnergy):
         return 0.5 * d * _LOG_2PI + torch.diagonal(self.scale_tril).log().sum()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        n = check_nonnegative_int(n, "n")
+        n = check_int("n", n, 0)
         z = self._randn(n, self.event_shape[0], generator=generator)
         return self.loc + z @ self.scale_tril.mT
 
@@ -366,7 +361,7 @@ class GaussianMixtureEnergy(AnalyticEnergy):
         return torch.softmax(self.log_weights, dim=0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        n = check_nonnegative_int(n, "n")
+        n = check_int("n", n, 0)
         d = self.event_shape[0]
         if n == 0:
             return self.locs.new_empty(0, d)
@@ -444,10 +439,10 @@ class BananaEnergy(AnalyticEnergy):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        dim = check_positive_int(dim, "dim")
+        dim = check_int("dim", dim, 1)
         if dim < 2:
             raise ValueError(f"dim must be at least 2, got {dim}")
-        scale = check_positive_float(scale, "scale")
+        scale = check_positive_float("scale", scale)
         if isinstance(curvature, Tensor) and curvature.numel() == 1:
             curvature = curvature.item()
         if not isinstance(curvature, (int, float)) or isinstance(curvature, bool):
@@ -471,7 +466,7 @@ class BananaEnergy(AnalyticEnergy):
         return 0.5 * self.event_shape[0] * _LOG_2PI + self.scale.log()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        n = check_nonnegative_int(n, "n")
+        n = check_int("n", n, 0)
         z = self._randn(n, self.event_shape[0], generator=generator)
         x1 = self.scale * z[:, 0]
         x2 = z[:, 1] + self.curvature * (x1.square() - self.scale.square())
@@ -542,10 +537,10 @@ class FunnelEnergy(AnalyticEnergy):
         self, dim: int = 10, scale: float = 3.0, *, dtype: torch.dtype | None = None
     ) -> None:
         super().__init__()
-        dim = check_positive_int(dim, "dim")
+        dim = check_int("dim", dim, 1)
         if dim < 2:
             raise ValueError(f"dim must be at least 2, got {dim}")
-        scale = check_positive_float(scale, "scale")
+        scale = check_positive_float("scale", scale)
         dtype = resolve_float_dtype(dtype)
         self.event_shape = torch.Size([dim])
         self.register_buffer("scale", torch.tensor(scale, dtype=dtype))
@@ -565,7 +560,7 @@ class FunnelEnergy(AnalyticEnergy):
         return 0.5 * d * _LOG_2PI + self.scale.log()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        n = check_nonnegative_int(n, "n")
+        n = check_int("n", n, 0)
         z = self._randn(n, self.event_shape[0], generator=generator)
         v = self.scale * z[:, :1]
         return torch.cat([v, torch.exp(0.5 * v) * z[:, 1:]], dim=1)
@@ -650,8 +645,8 @@ class DoubleWellEnergy(AnalyticEnergy):
         self, dim: int = 2, barrier: float = 3.0, *, dtype: torch.dtype | None = None
     ) -> None:
         super().__init__()
-        dim = check_positive_int(dim, "dim")
-        barrier = check_positive_float(barrier, "barrier")
+        dim = check_int("dim", dim, 1)
+        barrier = check_positive_float("barrier", barrier)
         dtype = resolve_float_dtype(dtype)
         self.event_shape = torch.Size([dim])
         self.register_buffer("barrier", torch.tensor(barrier, dtype=dtype))
@@ -687,7 +682,7 @@ class DoubleWellEnergy(AnalyticEnergy):
         return torch.cat(accepted) if accepted else self.barrier.new_empty(0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        n = check_nonnegative_int(n, "n")
+        n = check_int("n", n, 0)
         magnitude = self._sample_abs_x1(n, generator)
         negative = self._rand(n, generator=generator) < 0.5
         x1 = torch.where(negative, -magnitude, magnitude)

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ._checks import check_event_shape, check_positive_int, check_positive_int_sequence
+from .._validation import check_choice, check_int, check_int_sequence
+from ._checks import check_event_shape
 
 __all__ = ["ACTIVATIONS", "ConvEnergy", "MLPEnergy"]
 
@@ -25,10 +26,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 def _activation_factory(activation: object) -> Callable[[], nn.Module]:
-    if not isinstance(activation, str) or activation not in ACTIVATIONS:
-        allowed = ", ".join(repr(name) for name in ACTIVATIONS)
-        raise ValueError(f"activation must be one of {allowed}; got {activation!r}")
-    return ACTIVATIONS[activation]
+    return ACTIVATIONS[check_choice("activation", activation, tuple(ACTIVATIONS))]
 
 
 def _check_bool(value: object, name: str) -> bool:
@@ -93,8 +91,8 @@ class MLPEnergy(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.hidden = check_positive_int_sequence(hidden, "hidden")
+        self.dim = check_int("dim", dim, 1)
+        self.hidden = check_int_sequence("hidden", hidden)
         make_activation = _activation_factory(activation)
         self.activation = activation
         self.spectral_norm = _check_bool(spectral_norm, "spectral_norm")
@@ -164,7 +162,7 @@ class ConvEnergy(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (32, 64), activation: str = "silu") -> None:
         super().__init__()
-        self.channels = check_positive_int_sequence(channels, "channels")
+        self.channels = check_int_sequence("channels", channels)
         make_activation = _activation_factory(activation)
         self.activation = activation
         self.event_shape = torch.Size([1, self.image_side, self.image_side])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
+
 __all__ = ["ReplayBuffer", "noise_like_data"]
 
 
@@ -49,8 +51,7 @@ class ReplayBuffer(nn.Module):
         self, size: int, reinit_prob: float = 0.05, init: str = "uniform", device=None
     ) -> None:
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"buffer_size must be a positive int; got {size!r}")
+        size = check_int("buffer_size", size, 1)
         if not 0.0 <= reinit_prob <= 1.0:
             raise ValueError(f"reinit_prob must be in [0, 1]; got {reinit_prob!r}")
         if init not in ("uniform", "gaussian"):

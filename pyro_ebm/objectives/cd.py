@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_choice, check_int, check_positive_float
 from ..infer import langevin, mala
 from ..infer.base import init_state
 from ..infer.compiled import compiled_or_eager
@@ -111,19 +112,14 @@ class ContrastiveDivergence(Objective):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}; got {sampler!r}")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive int; got {num_steps!r}")
-        for name, value in (("step_size", step_size),):
-            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
-                raise ValueError(f"{name} must be a positive float; got {value!r}")
+        check_choice("mode", mode, MODES)
+        check_choice("sampler", sampler, tuple(SAMPLERS))
+        num_steps = check_int("num_steps", num_steps, 1)
+        step_size = check_positive_float("step_size", step_size)
         if alpha < 0 or data_noise < 0:
             raise ValueError("alpha and data_noise must be non-negative")
-        if grad_clip is not None and not grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None; got {grad_clip!r}")
+        if grad_clip is not None:
+            grad_clip = check_positive_float("grad_clip", grad_clip)
         self.mode, self.sampler, self.num_steps = mode, sampler, num_steps
         self.alpha, self.grad_clip, self.data_noise = alpha, grad_clip, data_noise
         self.num_negatives = num_negatives

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._validation import check_int, check_positive_float
 from ..parallel import all_reduce_mean
 from .base import LossOutput, Objective
 from .nce import nce_loss
@@ -47,8 +48,7 @@ def make_flow(
     """
     from nflows.flows import MaskedAutoregressiveFlow, SimpleRealNVP
 
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int; got {dim!r}")
+    dim = check_int("dim", dim, 1)
     if kind == "maf":
         return MaskedAutoregressiveFlow(
             features=dim,
@@ -106,8 +106,7 @@ class FCE(Objective):
         for name in ("log_prob", "sample", "sample_and_log_prob"):
             if not hasattr(flow, name):
                 raise ValueError(f"flow must be an nflows Flow (missing {name}())")
-        if not noise_ratio > 0:
-            raise ValueError(f"noise_ratio must be positive; got {noise_ratio!r}")
+        noise_ratio = check_positive_float("noise_ratio", noise_ratio)
         if not 0.0 <= flow_update_threshold < 1.0:
             raise ValueError(
                 f"flow_update_threshold must be in [0, 1); got {flow_update_threshold}"

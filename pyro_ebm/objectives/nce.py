@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal, TransformedDistribution
 from torch.distributions.transforms import ReshapeTransform
 
+from .._validation import check_positive_float
 from .base import LossOutput, Objective
 
 __all__ = ["NCE", "fit_gaussian_noise", "nce_loss"]
@@ -89,8 +90,7 @@ class NCE(Objective):
         super().__init__()
         if not (hasattr(noise, "sample") and hasattr(noise, "log_prob")):
             raise ValueError("noise must be a distribution with sample() and log_prob()")
-        if not noise_ratio > 0:
-            raise ValueError(f"noise_ratio must be positive; got {noise_ratio!r}")
+        noise_ratio = check_positive_float("noise_ratio", noise_ratio)
         self.noise = noise
         self.noise_ratio = float(noise_ratio)
         self.log_Z_param = nn.Parameter(torch.tensor(float(init_log_Z)))

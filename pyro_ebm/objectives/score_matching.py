@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_choice, check_int, check_positive_float
 from .base import LossOutput, Objective
 
 __all__ = ["ScoreMatching", "hessian_trace"]
@@ -109,17 +110,15 @@ class ScoreMatching(Objective):
         sigma: float | Sequence[float] = 0.1,
     ) -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-        if projection not in ("gaussian", "rademacher"):
-            raise ValueError(f"projection must be 'gaussian' or 'rademacher'; got {projection!r}")
-        if isinstance(num_projections, bool) or not isinstance(num_projections, int):
-            raise ValueError(f"num_projections must be a positive int; got {num_projections!r}")
-        if num_projections < 1:
-            raise ValueError(f"num_projections must be a positive int; got {num_projections!r}")
-        sigmas = [sigma] if isinstance(sigma, (int, float)) else list(sigma)
-        if not sigmas or any(not s > 0 for s in sigmas):
-            raise ValueError(f"sigma must be positive (or a sequence of positives); got {sigma!r}")
+        check_choice("method", method, METHODS)
+        check_choice("projection", projection, ("gaussian", "rademacher"))
+        num_projections = check_int("num_projections", num_projections, 1)
+        if isinstance(sigma, Sequence) and not isinstance(sigma, str):
+            if not sigma:
+                raise ValueError(f"sigma must be a number or a non-empty sequence; got {sigma!r}")
+            sigmas = [check_positive_float("sigma", s) for s in sigma]
+        else:
+            sigmas = [check_positive_float("sigma", sigma)]
         self.method, self.num_projections, self.projection = method, num_projections, projection
         self.variance_reduction = variance_reduction
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float64))
