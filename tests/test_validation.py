@@ -57,6 +57,7 @@ def test_numpy_integers_reach_the_library():
     from pyro_ebm.objectives import ScoreMatching
 
     assert datasets.load("moons", np.int64(7), seed=0).shape == (7, 2)
-    history = fit(MLPEnergy(2, hidden=(4,)), torch.randn(32, 2), ScoreMatching("sliced"),
-                  steps=np.int64(2), batch_size=np.int32(16), seed=0, progress_bar=False)  # fmt: skip
+    energy, data = MLPEnergy(2, hidden=(4,)), torch.randn(32, 2)
+    history = fit(energy, data, ScoreMatching("sliced"), steps=np.int64(2),
+                  batch_size=np.int32(16), seed=0, progress_bar=False)  # fmt: skip
     assert len(history.loss) == 2
