@@ -2,9 +2,10 @@
 
 ``pyro-ebm demo`` runs the whole job on built-in data. Every subcommand has ``--help``.
 Mistakes a user can fix (an unknown data set or objective, a missing or corrupt run
-directory, a bad data file or configuration key) end with one line on stderr and exit status
-2; anything unexpected with one line and status 1. ``--debug`` shows the traceback instead;
-``--quiet`` turns off progress bars and notes.
+directory, a bad data file or configuration key: a :class:`~pyro_ebm.errors.UserError`) end
+with one line on stderr and exit status 2; anything else, internal errors included, with one
+line and status 1. ``--debug`` shows the traceback instead; ``--quiet`` turns off progress bars
+and notes but still prints each command's result line. Flags are never abbreviated.
 
 Examples
 --------
@@ -28,9 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, datasets
-from .config import OBJECTIVES, SCHEMA, ConfigError, read_config
+from .config import OBJECTIVES, SCHEMA, read_config
+from .errors import UserError
 from .runs import (
-    UserError,
     check_data_name,
     evaluate_run,
     format_evaluation,
@@ -69,9 +70,10 @@ def _int(minimum: int):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyro-ebm`` and its subcommands."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress bars or notes (results are still printed)")  # fmt: skip
+                        help="no progress bars or notes (each command's result line is still "
+                        "printed)")  # fmt: skip
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of an error")  # fmt: skip
     common.add_argument("--threads", type=_int(1), metavar="N", default=argparse.SUPPRESS,
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Energy-based models in Pyro: train, sample, evaluate and report.",
         epilog="Start with `pyro-ebm demo`; `pyro-ebm COMMAND --help` describes each command.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     names = ", ".join(datasets.NAMES)
     train = sub.add_parser(
-        "train", parents=[common], help="train an energy into a run directory",
+        "train", parents=[common], allow_abbrev=False, help="train an energy into a run directory",
         description="Train an energy on built-in data or a data file; writes checkpoint.pt, "
         "model.pt, history.json, data.pt and the configuration actually used (config.toml) "
         "to --out. Flags override --config values.",
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     samp = sub.add_parser(
-        "sample", parents=[common], help="sample the trained energy of a run",
+        "sample", parents=[common], allow_abbrev=False, help="sample the trained energy of a run",
         description="Run vectorized MCMC chains on the trained energy; writes samples.pt "
         "(draws and statistics) and samples.nc (ArviZ netCDF) to the run directory. Options "
         "default to the run's [sample] settings.",
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     samp.set_defaults(func=_sample)
 
     ev = sub.add_parser(
-        "evaluate", parents=[common], help="score the trained energy of a run",
+        "evaluate", parents=[common], allow_abbrev=False, help="score the trained energy of a run",
         description="log Z (quadrature in 1-d and 2-d, annealed importance sampling "
         "otherwise), test NLL on the held-out points, KL to the truth where the true density "
         "is known (8gaussians, checkerboard), MMD between model draws and held-out data. "
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_evaluate)
 
     rep = sub.add_parser(
-        "report", parents=[common], help="write the HTML report of a run",
+        "report", parents=[common], allow_abbrev=False, help="write the HTML report of a run",
         description="Write DIR/report.html, self-contained (images embedded): the density "
         "next to the data, model draws, training curves, ArviZ trace/rank/energy plots and "
         "summary, and the evaluation. Samples and evaluates first if that was not done.",
@@ -154,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_report)
 
     demo = sub.add_parser(
-        "demo", parents=[common], help="train, sample, evaluate and report on 8gaussians",
+        "demo", parents=[common], allow_abbrev=False,
+        help="train, sample, evaluate and report on 8gaussians",
         description="The default end-to-end job: NCE on 8gaussians, 1024 MALA chains x 200 "
         "draws, evaluation and the HTML report (under 2 minutes on 2 CPU cores). Runs on one "
         "CPU thread unless --threads says otherwise.",
@@ -241,9 +245,11 @@ def _train(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.setdefault(section, {})[key] = value
     if not args.resume and not overrides.get("data", {}).get("name"):
-        raise UserError("train needs --data NAME|PATH (or data.name in --config)")
+        raise UserError(
+            "train needs --data NAME|PATH (or data.name in --config) (see pyro-ebm train --help)"
+        )
     train_run(args.out, overrides, resume=args.resume, force=args.force,
-              progress=not args.quiet, log=_log(args))  # fmt: skip
+              progress=not args.quiet, log=_log(args), result=print)  # fmt: skip
     return 0
 
 
@@ -257,7 +263,7 @@ def _sample(args: argparse.Namespace) -> int:
         "init": args.init,
         "seed": args.seed,
     }
-    sample_run(run, settings, progress=not args.quiet, log=_log(args))
+    sample_run(run, settings, progress=not args.quiet, log=_log(args), result=print)
     return 0
 
 
@@ -270,7 +276,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(load_run(args.run), progress=not args.quiet, log=_log(args))
+    path = write_report(load_run(args.run), progress=not args.quiet, log=_log(args), result=print)
     print(f"report: {path.resolve()}")
     return 0
 
@@ -289,13 +295,21 @@ def _demo(args: argparse.Namespace) -> int:
     log = _log(args)
     force = args.force or Path(args.out) == Path(DEMO_DIR)
     run = train_run(args.out, demo_config(args.steps), force=force, progress=not args.quiet,
-                    log=log)  # fmt: skip
-    sample_run(run, progress=not args.quiet, log=log)
+                    log=log, result=print)  # fmt: skip
+    sample_run(run, progress=not args.quiet, log=log, result=print)
     result = evaluate_run(run, progress=not args.quiet, log=log)
     print(format_evaluation(result))
-    path = write_report(run, progress=not args.quiet, log=log)
+    path = write_report(run, progress=not args.quiet, log=log, result=print)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; report: {path.resolve()}")
     return 0
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command`` (``parser`` itself when there is none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
 
 
 def _one_line(err: BaseException) -> str:
@@ -319,7 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand's parser, whose --help lists its flags
+            _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         args.argv = argv
         if args.command is None:
             parser.print_help()
@@ -336,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _fail("interrupted (a training run can be continued with --resume)")
         return 130
-    except (UserError, ConfigError, ValueError, FileNotFoundError) as err:
+    except UserError as err:  # ConfigError included; a bare ValueError is a bug, status 1
         if debug:
             raise
         _fail(_one_line(err))

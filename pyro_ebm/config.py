@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -64,7 +66,7 @@ OBJECTIVES = ("cd", "sm-exact", "sm-sliced", "sm-denoising", "nce", "fce")
 Config = dict[str, dict[str, Any]]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or value that does not fit :data:`SCHEMA` (a user error)."""
 
 

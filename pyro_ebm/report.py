@@ -324,11 +324,19 @@ def render_html(
     return "\n".join(p for p in parts if p) + "\n"
 
 
-def write_report(run: Run | str | os.PathLike, *, progress: bool = True, log: Log = print) -> Path:
+def write_report(
+    run: Run | str | os.PathLike,
+    *,
+    progress: bool = True,
+    log: Log = print,
+    result: Log = print,
+) -> Path:
     """Write ``report.html`` (and ``figures/*.png``) for a run directory; returns its path.
 
     Draws (``samples.pt``) and the evaluation (``evaluation.json``) are computed first, with
-    the run's ``[sample]`` and ``[evaluate]`` settings, when they are missing.
+    the run's ``[sample]`` and ``[evaluate]`` settings, when they are missing (``pyro-ebm
+    sample`` removes a stale evaluation, so a report after re-sampling re-evaluates); each time
+    the report says so on ``result``, even when ``log`` (other notes) is off.
     """
     if not isinstance(run, Run):
         run = load_run(run)
@@ -337,12 +345,14 @@ def write_report(run: Run | str | os.PathLike, *, progress: bool = True, log: Lo
     start = time.perf_counter()
     saved = run.samples()
     if saved is None:
-        _note(log, f"no draws in {run.path} yet: sampling with the run's [sample] settings")
-        sample_run(run, progress=progress, log=log)
+        _note(result, f"report: no draws in {run.path} yet: sampling with the run's [sample] "
+              "settings")  # fmt: skip
+        sample_run(run, progress=progress, log=log, result=result)
         saved = run.samples()
     evaluation = run.evaluation()
     if evaluation is None:
-        _note(log, f"no evaluation in {run.path} yet: evaluating")
+        _note(result, f"report: no evaluation in {run.path} for these draws yet: evaluating "
+              "with the run's [evaluate] settings")  # fmt: skip
         evaluation = evaluate_run(run, progress=progress, log=log)
     bar = tqdm(total=5, desc="report", disable=not progress)
     figures: dict[str, bytes | None] = {}

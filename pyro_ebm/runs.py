@@ -25,7 +25,7 @@ Examples
 >>> out = tempfile.mkdtemp()
 >>> tiny = {"data": {"name": "8gaussians", "n_train": 256, "n_test": 64},
 ...         "model": {"hidden": [8]}, "train": {"steps": 3, "batch_size": 64}}
->>> run = runs.train_run(out, tiny, progress=False, log=None)
+>>> run = runs.train_run(out, tiny, progress=False, log=None, result=None)
 >>> run.event_shape, len(run.history().loss)
 (torch.Size([2]), 3)
 >>> sorted(p.name for p in run.path.iterdir())
@@ -61,6 +61,7 @@ from .config import (
     write_config,
 )
 from .energies import ConvEnergy, MLPEnergy
+from .errors import UserError
 from .evaluation import ais_log_partition, grid_log_partition, log_likelihood, mmd
 from .infer import Samples, sample
 from .objectives import (
@@ -112,10 +113,6 @@ RESUMABLE_KEYS = {("train", "steps"), ("train", "checkpoint_every")}
 RESUMABLE_SECTIONS = ("sample", "evaluate")
 
 Log = Callable[[str], None] | None
-
-
-class UserError(ValueError):
-    """A problem the user can fix (bad input, missing or corrupt files); shown as one line."""
 
 
 def _say(log: Log, message: str) -> None:
@@ -207,7 +204,7 @@ def load_data_file(path: str | os.PathLike) -> Tensor:
     >>> load_data_file(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pyro_ebm.runs.UserError: data file ...points.csv: row 13, column 2 is NaN (rows and ...
+    pyro_ebm.errors.UserError: data file ...points.csv: row 13, column 2 is NaN (rows and ...
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -271,7 +268,7 @@ def check_data_name(name: str) -> str:
     >>> check_data_name("mnist")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pyro_ebm.runs.UserError: unknown data set 'mnist'; valid names: 8gaussians, ..., digits, or ...
+    pyro_ebm.errors.UserError: unknown data set 'mnist'; valid names: 8gaussians, ..., digits, or ...
     """
     if name in datasets.NAMES or _is_file_name(name):
         return name
@@ -706,6 +703,7 @@ def train_run(
     force: bool = False,
     progress: bool = True,
     log: Log = print,
+    result: Log = print,
 ) -> Run:
     """Train an energy into the run directory ``out`` and return the loaded :class:`Run`.
 
@@ -722,14 +720,15 @@ def train_run(
         ``train.steps`` (the new total) may change.
     force:
         Start over in a directory that already holds a run (its files are replaced).
-    progress, log:
-        Progress bars; where one-line notes go (``None``: nowhere).
+    progress, log, result:
+        Progress bars; where one-line notes go and where the one-line result goes (``None``:
+        nowhere).
     """
     out = Path(out)
     overrides = validate_config(overrides)
     rank, world = rank_and_world()
     if rank != 0:  # under torchrun only rank 0 speaks and writes files
-        log, progress = None, False
+        log, result, progress = None, None, False
     if resume and force:
         raise UserError("--resume and --force exclude each other")
     if resume:
@@ -803,7 +802,7 @@ def train_run(
         out / MODEL_FILE,
     )
     _say(
-        log,
+        result,
         f"trained {config['objective']['name']} on {config['data']['name']} for "
         f"{t['steps']} steps ({seconds:.1f} s of training)"
         + (f" on {world} processes" if world > 1 else "")
@@ -825,11 +824,13 @@ def sample_run(
     *,
     progress: bool = True,
     log: Log = print,
+    result: Log = print,
 ) -> Samples:
     """Sample the trained energy; writes ``samples.pt`` and ArviZ netCDF ``samples.nc``.
 
     ``settings`` overrides keys of the run's ``[sample]`` section (``kernel``, ``num_chains``,
-    ``num_samples``, ``warmup_steps``, ``init``, ``seed``).
+    ``num_samples``, ``warmup_steps``, ``init``, ``seed``). ``log`` receives notes and
+    ``result`` the one-line summary (``None``: nowhere).
     """
     chosen = validate_config(
         {"sample": {k: v for k, v in (settings or {}).items() if v is not None}}
@@ -864,7 +865,7 @@ def sample_run(
     _remove([run.file(EVALUATION_FILE), run.file(REPORT_FILE)])  # they used the old draws
     accept = float(out.stats["acceptance_rate"].float().mean())
     _say(
-        log,
+        result,
         f"sampled {s['num_chains']} {s['kernel']} chains x {s['num_samples']} draws in "
         f"{seconds:.1f} s (acceptance {accept:.2f}) -> {run.file(SAMPLES_FILE)}, "
         f"{run.file(ARVIZ_FILE)}",

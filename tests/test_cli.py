@@ -373,6 +373,32 @@ def test_training_into_an_existing_run_needs_resume_or_force(capsys, tmp_path, t
     assert read_config(out / "config.toml")["data"]["name"] == "moons"
 
 
+@pytest.mark.parametrize(
+    "argv, help_of",
+    [
+        (["train", "--objectiv", "nce", "--data", "moons", "--out", "r"], "pyro-ebm train"),
+        (["train", "--data", "moons", "--out", "r", "--stps", "3"], "pyro-ebm train"),
+        (["sample", "--run", "r", "--num-chain", "4"], "pyro-ebm sample"),
+        (["demo", "--step", "3"], "pyro-ebm demo"),
+        (["--quie", "evaluate", "--run", "r"], "pyro-ebm evaluate"),
+    ],
+)
+def test_abbreviated_flags_are_rejected(capsys, tmp_path, monkeypatch, argv, help_of):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(capsys, *argv)
+    assert_one_line_error(result, "unrecognized arguments", f"(see {help_of} --help)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_internal_value_errors_are_not_user_errors(capsys, tmp_path, trained, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("an internal check failed")
+
+    monkeypatch.setattr("pyro_ebm.runs.sample", broken)
+    result = run_cli(capsys, "sample", "--run", trained, "--quiet")
+    assert_one_line_error(result, "unexpected ValueError: an internal check failed", code=1)
+
+
 def test_debug_shows_the_traceback(capsys, tmp_path):
     with pytest.raises(UserError, match="unknown data set"):
         cli.main(["train", "--data", "mnist", "--out", str(tmp_path), "--debug"])
@@ -466,7 +492,15 @@ def test_progress_bars_and_quiet(capsys, tmp_path):
     assert "evaluate" in result.err and "3/3" in result.err
     result = run_cli(capsys, "--quiet", "sample", "--run", out)  # also before the command
     assert_ok(result)
-    assert result.err == "" and result.out == ""
+    assert result.err == ""  # no bar, no notes, but the result line that --help promises
+    assert result.out.startswith("sampled ") and result.out.count("\n") == 1
+    result = run_cli(capsys, "train", "--data", "moons", "--steps", 3, "--out", out, "--config",
+                     config, "--force", "--quiet")  # fmt: skip
+    assert result.err == "" and result.out.startswith("trained nce on moons")
+    result = run_cli(capsys, "report", "--run", out, "--quiet")  # re-samples: it says so
+    assert result.err == ""
+    assert "no draws" in result.out and "no evaluation" in result.out
+    assert result.out.splitlines()[-1].startswith("report: ")
     result = run_cli(capsys, "report", "--run", out, "--quiet")
     assert result.err == "" and result.out.startswith("report: ")
 
