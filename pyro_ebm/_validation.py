@@ -28,9 +28,16 @@ import operator
 from collections.abc import Collection, Sequence
 from typing import TypeVar
 
+import torch
 from torch import Tensor
 
-__all__ = ["check_choice", "check_int", "check_int_sequence", "check_positive_float"]
+__all__ = [
+    "check_bounds",
+    "check_choice",
+    "check_int",
+    "check_int_sequence",
+    "check_positive_float",
+]
 
 T = TypeVar("T")
 
@@ -141,3 +148,36 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
     return value
+
+
+def check_bounds(name: str, bounds: object, dim: int) -> list[tuple[float, float]]:
+    """A box as ``dim`` finite ``(lo, hi)`` pairs with ``lo < hi``, else ``ValueError``.
+
+    Accepted forms: one pair ``(lo, hi)`` for every axis, ``dim`` pairs, or the flat list of
+    ``2 * dim`` numbers ``[lo_1, hi_1, lo_2, hi_2, ...]`` that configuration files use.
+
+    Examples
+    --------
+    >>> check_bounds("bounds", (-4, 4), 2)
+    [(-4.0, 4.0), (-4.0, 4.0)]
+    >>> check_bounds("evaluate.bounds", [0, 1, -2, 2], 2)
+    [(0.0, 1.0), (-2.0, 2.0)]
+    >>> check_bounds("bounds", (1, -1), 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: bounds must be finite (lo, hi) pairs with lo < hi; got (1, -1)
+    """
+    rule = f"(lo, hi), {dim} (lo, hi) pairs or {2 * dim} numbers for a {dim}-d box"
+    try:
+        box = torch.as_tensor(bounds, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be {rule}; got {bounds!r}") from None
+    if box.shape == (2,):
+        box = box.expand(dim, 2)
+    elif box.shape == (2 * dim,):
+        box = box.reshape(dim, 2)
+    if box.shape != (dim, 2):
+        raise ValueError(f"{name} must be {rule}; got {bounds!r}")
+    if not bool(torch.isfinite(box).all()) or not bool((box[:, 0] < box[:, 1]).all()):
+        raise ValueError(f"{name} must be finite (lo, hi) pairs with lo < hi; got {bounds!r}")
+    return [(float(lo), float(hi)) for lo, hi in box.tolist()]

@@ -21,16 +21,16 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from torch import Tensor, nn
 
-from ._validation import check_choice, check_int
+from ._targets import resolve_energy
+from ._validation import check_bounds, check_choice, check_int
 from .evaluation import grid_log_partition
 from .infer.base import module_dtype_device
 
@@ -44,29 +44,6 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
         return ax
     fig = Figure(figsize=figsize, layout="constrained")
     return fig.add_subplot()
-
-
-def _energy_fn(energy: Any) -> Callable[[Tensor], Tensor]:
-    inner = getattr(energy, "energy", None)
-    if not isinstance(energy, nn.Module) and callable(inner) and hasattr(energy, "event_shape"):
-        return inner  # an EnergyDistribution
-    if not callable(energy):
-        raise ValueError(
-            f"energy must be a callable, nn.Module or EnergyDistribution; got "
-            f"{type(energy).__name__}"
-        )
-    return energy
-
-
-def _box(bounds: Bounds, dim: int) -> list[tuple[float, float]]:
-    b = np.asarray(bounds, dtype=np.float64)
-    if b.shape == (2,):
-        b = np.tile(b, (dim, 1))
-    if b.shape != (dim, 2) or not np.all(np.isfinite(b)) or not np.all(b[:, 0] < b[:, 1]):
-        raise ValueError(
-            f"bounds must be (lo, hi) or {dim} (lo, hi) pairs with lo < hi; got {bounds!r}"
-        )
-    return [(float(lo), float(hi)) for lo, hi in b]
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -124,14 +101,13 @@ def plot_density(
     >>> ax.images[0].get_array().shape
     (50, 50)
     """
-    fn = _energy_fn(energy)
-    shape = getattr(energy, "event_shape", None)
+    fn, shape = resolve_energy(energy)
     if shape is not None:
         dim = int(torch.Size(shape).numel())
     if dim not in (1, 2):
         raise ValueError(f"plot_density draws 1-d or 2-d energies; got dim={dim}")
     resolution = check_int("resolution", resolution, 2)
-    box = _box(bounds, dim)
+    box = check_bounds("bounds", bounds, dim)
     found = module_dtype_device(fn)
     dtype, device = found if found is not None else (torch.float64, torch.device("cpu"))
     axes_nodes = [torch.linspace(lo, hi, resolution, dtype=torch.float64) for lo, hi in box]
@@ -236,7 +212,7 @@ def plot_samples(
         keep = np.random.default_rng(seed).choice(x.shape[0], max_points, replace=False)
         x = x[keep]
     dim = min(x.shape[1], 2)
-    box = _box(bounds, dim) if bounds is not None else None
+    box = check_bounds("bounds", bounds, dim) if bounds is not None else None
     ax = _new_axes(ax, (3.8, 3.8))
     if dim == 1:
         values = x[:, 0]

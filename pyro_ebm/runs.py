@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from . import __version__, datasets
+from ._validation import check_bounds
 from .config import (
     Config,
     ConfigError,
@@ -62,7 +62,7 @@ from .config import (
 )
 from .energies import ConvEnergy, MLPEnergy
 from .errors import UserError
-from .evaluation import ais_log_partition, grid_log_partition, log_likelihood, mmd
+from .evaluation import ais_log_partition, grid_log_partition, mmd, nll_summary
 from .infer import Samples, sample
 from .objectives import (
     FCE,
@@ -74,6 +74,7 @@ from .objectives import (
     make_flow,
 )
 from .parallel import rank_and_world
+from .progress import progress as progress_bar
 from .training import CHECKPOINT_NAME, History, fit, load_checkpoint
 
 __all__ = [
@@ -268,7 +269,7 @@ def check_data_name(name: str) -> str:
     >>> check_data_name("mnist")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pyro_ebm.errors.UserError: unknown data set 'mnist'; valid names: 8gaussians, ..., digits, or ...
+    pyro_ebm.errors.UserError: unknown data set 'mnist'; valid names: 8gaussians, ...
     """
     if name in datasets.NAMES or _is_file_name(name):
         return name
@@ -413,17 +414,11 @@ def resolve_config(config: Config, train: Tensor) -> Config:
 
 
 def bounds_pairs(bounds: list[float], dim: int) -> list[tuple[float, float]]:
-    if len(bounds) == 2:
-        bounds = list(bounds) * dim
-    if len(bounds) != 2 * dim:
-        raise UserError(
-            f"evaluate.bounds must be [lo, hi] or {2 * dim} numbers (lo, hi per axis) for "
-            f"{dim}-d data; got {bounds!r}"
-        )
-    pairs = [(bounds[2 * i], bounds[2 * i + 1]) for i in range(dim)]
-    if any(lo >= hi for lo, hi in pairs):
-        raise UserError(f"evaluate.bounds must have lo < hi on every axis; got {bounds!r}")
-    return pairs
+    """The ``evaluate.bounds`` of a configuration as ``dim`` (lo, hi) pairs, or UserError."""
+    try:
+        return check_bounds("evaluate.bounds", bounds, dim)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def build_energy(config: Config, event_shape: torch.Size) -> nn.Module:
@@ -921,7 +916,7 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Log = print) -> dict[s
     name = run.config["data"]["name"]
     energy, test = run.energy, run.test
     start = time.perf_counter()
-    bar = tqdm(total=3, desc="evaluate", disable=not progress)
+    bar = progress_bar(desc="evaluate", total=3, enabled=progress)
     result: dict[str, Any] = {
         "run": str(run.path),
         "data": name,
@@ -948,11 +943,8 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Log = print) -> dict[s
     bar.update()
 
     bar.set_postfix_str("test NLL")
-    with torch.no_grad():
-        values = log_likelihood(energy, test, log_z, reduction="none")
-    result["test_nll"] = float(-values.mean())
-    result["test_nll_stderr"] = float(values.std(correction=1) / math.sqrt(values.numel()))
-    result["n_test"] = int(values.numel())
+    nll = nll_summary(energy, test, log_z)
+    result.update(test_nll=nll["nll"], test_nll_stderr=nll["stderr"], n_test=nll["n"])
     if name in datasets.DENSITY_NAMES:
         result["oracle_nll"] = datasets.oracle_nll(name)
         result["kl"] = result["test_nll"] - result["oracle_nll"]

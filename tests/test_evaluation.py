@@ -536,3 +536,76 @@ def test_mmd_is_differentiable():
 def test_mmd_rejects_bad_inputs(x, y, kwargs, match):
     with pytest.raises(ValueError, match=match):
         mmd(x, y, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# AIS reads the accepted point's parts by value, not from the step's last energy call
+# --------------------------------------------------------------------------------------------
+
+
+class _ExtraCalls:
+    """A step module that evaluates the energy again after each real step (and before it)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.TARGET_ACCEPT = module.TARGET_ACCEPT
+
+    def step(self, energy_fn, state, step_size, metric, generator, event_dim, **kwargs):
+        energy_fn(state.position + 0.5)  # a point no chain moves to
+        new, info = self.module.step(
+            energy_fn, state, step_size, metric, generator, event_dim, **kwargs
+        )
+        energy_fn(torch.zeros_like(state.position))  # evaluated last, never accepted
+        return new, info
+
+
+@pytest.mark.parametrize("kernel", ["mala", "hmc"])
+def test_ais_does_not_depend_on_the_order_of_energy_calls(monkeypatch, kernel):
+    from pyro_ebm.evaluation import ais as ais_module
+
+    energy = GaussianEnergy(torch.ones(2), 0.5 * torch.eye(2), dtype=F64)
+    kwargs = dict(num_temperatures=20, num_chains=32, kernel=kernel, seed=3)
+    if kernel == "hmc":
+        kwargs["kernel_kwargs"] = {"num_steps": 3}
+    plain = ais_log_partition(energy, **kwargs)
+    patched = dict(ais_module._AIS_KERNELS)
+    patched[kernel] = _ExtraCalls(patched[kernel])
+    monkeypatch.setattr(ais_module, "_AIS_KERNELS", patched)
+    noisy = ais_log_partition(energy, **kwargs)
+    torch.testing.assert_close(noisy.log_weights, plain.log_weights, rtol=0, atol=0)
+    torch.testing.assert_close(noisy.samples, plain.samples, rtol=0, atol=0)
+
+
+def test_annealed_energy_evaluates_a_position_no_call_saw():
+    from pyro_ebm.evaluation.ais import _AnnealedEnergy
+
+    base = Independent(Normal(torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64)), 1)
+    annealed = _AnnealedEnergy(lambda x: x.square().sum(-1), base, torch.Size([2]))
+    x = torch.randn(4, 2, dtype=F64, generator=generator(0))
+    current = annealed.components(x)
+    moved = x + 1.0
+    accepted = torch.tensor([True, False, True, False])
+    parts = annealed.parts_at(torch.where(accepted[:, None], moved, x), accepted, current)
+    expected = annealed.components(torch.where(accepted[:, None], moved, x))
+    torch.testing.assert_close(parts.e, expected.e)
+    torch.testing.assert_close(parts.ge, expected.ge)
+    assert annealed.evaluations == []
+
+
+class _Wrapper(torch.nn.Module):
+    """A module holding an energy, with an event_shape and a forward that is not the energy."""
+
+    def __init__(self):
+        super().__init__()
+        self.energy = GaussianEnergy(torch.zeros(2), torch.eye(2), dtype=F64)
+        self.event_shape = torch.Size([2])
+
+    def forward(self, x):  # pragma: no cover - must not be called
+        raise AssertionError("the wrapper's forward is not its energy")
+
+
+def test_a_module_wrapping_an_energy_is_read_as_its_energy_like_sample_does():
+    log_z = grid_log_partition(_Wrapper(), (-8.0, 8.0), resolution=101)
+    assert abs(log_z.item() - math.log(2 * math.pi)) < 1e-6
+    values = log_likelihood(_Wrapper(), torch.zeros(3, 2, dtype=F64), log_z)
+    assert abs(values.item() + math.log(2 * math.pi)) < 1e-6
