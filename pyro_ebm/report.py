@@ -41,7 +41,6 @@ from .runs import (
     load_run,
     sample_run,
     samples_from_saved,
-    to_arviz_quietly,
 )
 
 __all__ = ["render_html", "write_report"]
@@ -183,7 +182,7 @@ def _component_coords(run: Run) -> dict[str, list[int]]:
 
 
 def _arviz_figures(run: Run, saved: dict[str, Any], plt: Any) -> tuple[dict[str, bytes], str]:
-    from .diagnostics import az  # the one module that imports ArviZ
+    from .diagnostics import az, to_arviz_quietly  # only diagnostics imports ArviZ
 
     idata = to_arviz_quietly(samples_from_saved(saved))
     chains = min(MAX_TRACE_CHAINS, saved["samples"].shape[0])

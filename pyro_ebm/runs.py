@@ -39,7 +39,6 @@ import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -856,6 +855,8 @@ def sample_run(
         },
         run.file(SAMPLES_FILE),
     )
+    from .diagnostics import to_arviz_quietly  # local: ArviZ loads only when needed
+
     to_arviz_quietly(out).to_netcdf(str(run.file(ARVIZ_FILE)))
     _remove([run.file(EVALUATION_FILE), run.file(REPORT_FILE)])  # they used the old draws
     accept = float(out.stats["acceptance_rate"].float().mean())
@@ -866,16 +867,6 @@ def sample_run(
         f"{run.file(ARVIZ_FILE)}",
     )
     return out
-
-
-def to_arviz_quietly(samples: Samples):
-    """``samples.to_arviz()`` without ArviZ's warning that chains outnumber draws.
-
-    ArviZ guesses the (chain, draw) layout and warns when chains > draws; ours is explicit.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="More chains", category=UserWarning)
-        return samples.to_arviz()
 
 
 def samples_from_saved(saved: dict[str, Any]) -> Samples:

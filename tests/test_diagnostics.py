@@ -445,3 +445,37 @@ def test_own_kernel_sample_stats_are_used(monkeypatch):
     expected[:, 3] = True  # from each chain's "divergences" index list
     np.testing.assert_array_equal(stats["diverging"].values, expected)
     assert az.plot_trace(idata).shape == (1, 2)
+
+
+def test_the_layering_only_diagnostics_imports_arviz_and_not_the_engine():
+    """Only pyro_ebm/diagnostics/ imports ArviZ, and nothing of pyro_ebm.infer (no circle)."""
+    import ast
+    from pathlib import Path
+
+    import pyro_ebm
+
+    root = Path(pyro_ebm.__file__).parent
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            else:
+                continue
+            in_diagnostics = path.parent.name == "diagnostics"
+            if any(n.split(".")[0] == "arviz" for n in names):
+                assert in_diagnostics, f"{path} imports arviz"
+            if in_diagnostics and node.col_offset == 0:
+                assert not any("infer" in n and not n.startswith("pyro.") for n in names), path
+
+
+def test_to_arviz_accepts_anything_shaped_like_samples():
+    from types import SimpleNamespace
+
+    draws = torch.randn(2, 30, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    stats = {"lp": torch.zeros(2, 30), "diverging": torch.zeros(2, 30, dtype=torch.bool)}
+    idata = to_arviz(SimpleNamespace(samples=draws, stats=stats, kernel="custom"))
+    assert idata.posterior["x"].shape == (2, 30, 3)
+    assert sorted(idata.sample_stats.data_vars) == ["diverging", "lp"]
