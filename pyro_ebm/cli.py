@@ -30,17 +30,13 @@ from pathlib import Path
 
 from . import __version__, datasets
 from .config import OBJECTIVES, SCHEMA, read_config
+from .datasets import check_data_name
 from .errors import UserError
-from .runs import (
-    check_data_name,
-    evaluate_run,
-    format_evaluation,
-    load_run,
-    sample_run,
-    train_run,
-)
+from .rundir import load_run
+from .runs import evaluate_run, sample_run, train_run
+from .tables import format_evaluation
 
-__all__ = ["UserError", "build_parser", "main"]
+__all__ = ["build_parser", "demo_config", "main"]
 
 PROG = "pyro-ebm"
 DEMO_DIR = "runs/demo"

@@ -8,7 +8,7 @@ subset these files need (no new dependency), and ``tomllib`` (``tomli`` before P
 reads it back.
 
 A default of ``None`` means "chosen from the data and the objective at training time" (see
-:func:`pyro_ebm.runs.resolve_config`); the run directory's ``config.toml`` always holds the
+:func:`pyro_ebm.builders.resolve_config`); the run directory's ``config.toml`` always holds the
 resolved values, so it records exactly what was used.
 
 Examples

@@ -1,4 +1,4 @@
-"""Progress bars: a live tqdm bar on a terminal, plain periodic lines in logs and pipes.
+"""Progress reporting: tqdm bars that suit a terminal or a log, and one-line notes.
 
 :func:`progress` is the one place that decides how pyro-ebm shows progress. On a terminal it
 returns an ordinary tqdm bar. When stderr is not a terminal (``make demo > log``, CI, a
@@ -22,12 +22,15 @@ import io
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from tqdm.std import tqdm
 
-__all__ = ["LOG_INTERVAL", "progress"]
+__all__ = ["LOG_INTERVAL", "Log", "progress", "say"]
+
+#: Where one-line notes go: ``print``, a logger's method, or ``None`` for nowhere.
+Log = Callable[[str], None] | None
 
 #: Seconds between two plain progress lines when stderr is not a terminal.
 LOG_INTERVAL = 10.0
@@ -120,3 +123,16 @@ def progress(
     bar_format = _LOG_FORMAT if kwargs["total"] is not None else _LOG_FORMAT_NO_TOTAL
     lines = _PlainLines(stream, interval)
     return tqdm(iterable, file=lines, bar_format=bar_format, mininterval=interval, **kwargs)
+
+
+def say(log: Log, message: str) -> None:
+    """Send ``message`` to ``log`` unless it is ``None``.
+
+    Examples
+    --------
+    >>> say(print, "trained")
+    trained
+    >>> say(None, "nothing is printed")
+    """
+    if log is not None:
+        log(message)

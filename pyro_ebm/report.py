@@ -1,6 +1,6 @@
 """The HTML report of a run: figures embedded as base64 PNGs, the evaluation and ArviZ tables.
 
-:func:`write_report` turns a run directory (see :mod:`pyro_ebm.runs`) into one self-contained
+:func:`write_report` turns a run directory (see :mod:`pyro_ebm.rundir`) into one self-contained
 ``report.html`` (no external files, scripts or styles) and also saves each figure as
 ``figures/NAME.png``. Missing draws or evaluation are computed first with the run's settings.
 
@@ -25,23 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
+from .builders import bounds_pairs
 from .config import dumps_toml
 from .plotting import plot_density, plot_history, plot_images, plot_samples
-from .runs import (
-    CONFIG_FILE,
-    FIGURES_DIR,
-    REPORT_FILE,
-    Log,
-    Run,
-    bounds_pairs,
-    evaluate_run,
-    evaluation_rows,
-    load_run,
-    sample_run,
-    samples_from_saved,
-)
+from .progress import Log, say
+from .progress import progress as progress_bar
+from .rundir import CONFIG_FILE, FIGURES_DIR, REPORT_FILE, Run, load_run, samples_from_saved
+from .runs import evaluate_run, sample_run
+from .tables import MMD_NOTE, evaluation_rows
 
 __all__ = ["render_html", "write_report"]
 
@@ -118,11 +110,6 @@ def _agg_backend() -> Iterator[Any]:
         if previous and str(previous).lower() != "agg":
             with contextlib.suppress(Exception):  # best effort: never fail a finished report
                 plt.switch_backend(previous)
-
-
-def _note(log: Log, message: str) -> None:
-    if log is not None:
-        log(message)
 
 
 def _png(fig: Figure, plt: Any = None) -> bytes:
@@ -298,6 +285,7 @@ def render_html(
         ),
         "<h2>Evaluation</h2>",
         _evaluation_table(evaluation),
+        f'<p class="meta" id="mmd-note">{html.escape(MMD_NOTE)}</p>',
         "<h2>Training</h2>",
         _figure(
             "history",
@@ -344,16 +332,16 @@ def write_report(
     start = time.perf_counter()
     saved = run.samples()
     if saved is None:
-        _note(result, f"report: no draws in {run.path} yet: sampling with the run's [sample] "
+        say(result, f"report: no draws in {run.path} yet: sampling with the run's [sample] "
               "settings")  # fmt: skip
         sample_run(run, progress=progress, log=log, result=result)
         saved = run.samples()
     evaluation = run.evaluation()
     if evaluation is None:
-        _note(result, f"report: no evaluation in {run.path} for these draws yet: evaluating "
+        say(result, f"report: no evaluation in {run.path} for these draws yet: evaluating "
               "with the run's [evaluate] settings")  # fmt: skip
         evaluation = evaluate_run(run, progress=progress, log=log)
-    bar = tqdm(total=5, desc="report", disable=not progress)
+    bar = progress_bar(desc="report", total=5, enabled=progress)
     figures: dict[str, bytes | None] = {}
     bar.set_postfix_str("density")
     figures["density"] = _density_figure(run)
@@ -380,6 +368,6 @@ def write_report(
             (fig_dir / f"{name}.png").write_bytes(png)
     bar.update()
     bar.close()
-    _note(log, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
+    say(log, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in "
               f"{time.perf_counter() - start:.1f} s")  # fmt: skip
     return path

@@ -16,7 +16,8 @@ import torch
 
 from pyro_ebm import cli, datasets
 from pyro_ebm.config import OBJECTIVES, read_config
-from pyro_ebm.runs import UserError, load_run
+from pyro_ebm.errors import UserError
+from pyro_ebm.rundir import load_run
 
 from .cli_support import assert_ok, assert_one_line_error, run_cli, tiny_config
 
