@@ -194,12 +194,18 @@ class EnergyDistribution(TorchDistribution):
         Every requested draw is the final state of its own chain of the vectorized sampler
         (``sampler``, default MALA), after warmup with step-size adaptation. Uses torch's global
         generator unless ``sampler_kwargs`` gives a ``seed``, so ``pyro.set_rng_seed`` applies.
+        A ``sample_shape`` with no elements, such as ``(0,)``, returns an empty tensor of the
+        right shape without running the sampler.
         """
         from .infer import sample as run_sampler
 
         sample_shape = torch.Size(sample_shape)
-        num = max(1, sample_shape.numel())
+        shape = sample_shape + self.batch_shape + self.event_shape
         dtype, device = self._dtype_device()
+        if sample_shape.numel() == 0 and len(sample_shape) > 0:  # no draws: no chain to run
+            dtype = self.sampler_kwargs.get("dtype", dtype)
+            return torch.empty(shape, dtype=dtype, device=self.sampler_kwargs.get("device", device))
+        num = sample_shape.numel()
         kwargs = {**_DEFAULT_SAMPLER_KWARGS, **self.sampler_kwargs}
         num_samples = kwargs.pop("num_transitions")
         kwargs.setdefault("progress_bar", False)
@@ -214,10 +220,7 @@ class EnergyDistribution(TorchDistribution):
                 keep=False,
                 **kwargs,
             )
-        draws = out.samples.detach()
-        if sample_shape.numel() == 0 and len(sample_shape) > 0:
-            return draws[:0].reshape(sample_shape + self.batch_shape + self.event_shape)
-        return draws.reshape(sample_shape + self.batch_shape + self.event_shape)
+        return out.samples.detach().reshape(shape)
 
     def expand(self, batch_shape, _instance=None) -> EnergyDistribution:
         new = self._get_checked_instance(EnergyDistribution, _instance)

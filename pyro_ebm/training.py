@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm.auto import tqdm
 
 from ._validation import check_int, check_positive_float
 from .objectives.base import LossOutput, Objective
@@ -29,6 +28,7 @@ from .parallel import (
     broadcast_parameters,
     rank_and_world,
 )
+from .progress import progress
 
 __all__ = ["History", "fit", "load_checkpoint"]
 
@@ -346,7 +346,7 @@ def fit(
         Callables ``callback(step, metrics)`` run after every step (``metrics``: a dict of
         floats); returning ``True`` stops training.
     progress_bar:
-        A tqdm bar with the loss and the objective's figures.
+        Show progress, with the loss and the objective's figures (:mod:`pyro_ebm.progress`).
 
     Returns
     -------
@@ -494,12 +494,13 @@ def fit(
     last_good = start if (ckpt_path is not None and ckpt_path.exists()) else None
     t0 = time.perf_counter() - (history.wall_time[-1] if history.wall_time else 0.0)
     progress_bar = progress_bar and rank == 0
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=type(objective).__name__,
-               disable=not progress_bar)  # fmt: skip
+    bar = progress(range(start, steps), desc=type(objective).__name__, total=steps,
+                   initial=start, enabled=progress_bar)  # fmt: skip
     callbacks = list(callbacks)
     for step in bar:
         batch = _as_tensor_batch(batches.next()).to(device=device, dtype=dtype)
         out: LossOutput = objective(energy, batch, dev_gen)
+        objective.synchronize(all_reduce_mean)  # e.g. FCE's turn, the same on every rank
         if opt is not None:
             opt.zero_grad(set_to_none=True)
         loss_value = float(all_reduce_mean(out.loss.detach()))  # the global batch's loss

@@ -282,3 +282,17 @@ def test_poutine_trace_and_plates():
     assert trace.nodes["z"]["fn"].batch_shape == (3,)
     log_joint = torch_item(trace.log_prob_sum())
     assert log_joint == pytest.approx(-torch_item(0.5 * trace.nodes["z"]["value"].square().sum()))
+
+
+@pytest.mark.parametrize("sample_shape", [(0,), (3, 0), (0, 2)])
+def test_sampling_no_draws_runs_no_chain(monkeypatch, sample_shape):
+    import pyro_ebm.infer
+
+    def no_chain(*args, **kwargs):
+        raise AssertionError("an empty sample_shape must not run the sampler")
+
+    monkeypatch.setattr(pyro_ebm.infer, "sample", no_chain)
+    d = EnergyDistribution(lambda x: 0.5 * x.square().sum(-1), (2,)).expand((4,))
+    draws = d.sample(sample_shape)
+    assert draws.shape == (*sample_shape, 4, 2) and draws.numel() == 0
+    assert draws.dtype == torch.get_default_dtype()

@@ -202,3 +202,24 @@ def test_bad_arguments(kwargs, match):
         fit(MLPEnergy(2, hidden=(8,)), [1, 2], ScoreMatching("sliced"), steps=1)
     with pytest.raises(ValueError, match="objective must be"):
         fit(MLPEnergy(2, hidden=(8,)), torch.randn(16, 2), object(), steps=1)
+
+
+def test_fit_synchronizes_the_objective_after_every_forward(monkeypatch):
+    """FCE's turn is agreed across processes by fit() (the loop owns processes), not in forward."""
+    import pyro_ebm.objectives.fce as fce_module
+    import pyro_ebm.training as training_module
+
+    assert not hasattr(fce_module, "all_reduce_mean")  # the objective knows no processes
+    calls = []
+
+    def mean(value):
+        calls.append(float(value))
+        return torch.full_like(value, 0.99)  # as if the other ranks were far more accurate
+
+    monkeypatch.setattr(training_module, "all_reduce_mean", mean)
+    fce = FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2))
+    fit(MLPEnergy(2, hidden=(8,)), torch.randn(64, 2), fce, steps=3, batch_size=32, seed=0,
+        progress_bar=False)  # fmt: skip
+    assert float(fce.last_accuracy) == pytest.approx(0.99)
+    assert int(fce.flow_updates) == 3  # every step took the flow's turn on the agreed accuracy
+    assert len(calls) >= 3

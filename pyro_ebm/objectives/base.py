@@ -10,7 +10,7 @@ buffers (a replay buffer) are saved in checkpoints with it. :func:`pyro_ebm.fit`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -63,12 +63,11 @@ class Objective(nn.Module):
     def setup(self, data: Tensor) -> None:
         """Called once by ``fit`` with a data sample before training (e.g. buffer bounds)."""
 
+    def synchronize(self, mean: Callable[[Tensor], Tensor]) -> None:
+        """Make state set by :meth:`forward` agree across processes (default: nothing to do).
 
-def event_dims(data: Tensor) -> int:
-    """Event dims of a data batch ``(batch, *event_shape)``."""
-    return data.dim() - 1
-
-
-def sum_event(t: Tensor, event_dim: int) -> Tensor:
-    """Sum over the trailing ``event_dim`` dimensions."""
-    return t.flatten(t.dim() - event_dim).sum(-1) if event_dim else t
+        :func:`pyro_ebm.fit` calls it after every :meth:`forward` with ``mean``, the average of
+        a tensor over the training processes (the identity in a single process), before any
+        decision that every process must take alike: FCE's choice of whether the flow trains
+        this step. Devices and processes stay the training loop's business.
+        """

@@ -21,13 +21,13 @@ likelihood (:meth:`FCE.pretrain_flow`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .._validation import check_int, check_positive_float
-from ..parallel import all_reduce_mean
+from ..progress import progress
 from .base import LossOutput, Objective
 from .nce import nce_loss
 
@@ -155,9 +155,12 @@ class FCE(Objective):
             noise, log_q_noise = self.flow.sample_and_log_prob(self._num_noise(data.shape[0]))
             log_q_data = self.flow.log_prob(self._flat(data))
         loss, accuracy, metrics = self._value(energy, data, noise, log_q_data, log_q_noise)
-        # under torch.distributed every rank must take the same turn: decide on the mean
-        self.last_accuracy = all_reduce_mean(accuracy).to(self.last_accuracy)
+        self.last_accuracy = accuracy.detach().to(self.last_accuracy)
         return LossOutput(loss, metrics)
+
+    def synchronize(self, mean: Callable[[Tensor], Tensor]) -> None:
+        """Every process takes the same turn: the balancing rule reads the mean accuracy."""
+        self.last_accuracy = mean(self.last_accuracy).to(self.last_accuracy)
 
     def adversary_loss(
         self, energy: nn.Module, data: Tensor, generator: torch.Generator | None = None
@@ -178,12 +181,12 @@ class FCE(Objective):
     ) -> list[float]:  # fmt: skip
         """Fit the flow to ``data`` by maximum likelihood; returns the per-step NLL.
 
-        ``progress_bar`` shows a tqdm bar over the steps.
+        ``progress_bar`` shows progress over the steps (:func:`pyro_ebm.progress.progress`).
         """
         flat = self._flat(data)
         opt = torch.optim.Adam(self.flow.parameters(), lr=lr)
         history = []
-        for _ in tqdm(range(steps), desc="flow pre-training", disable=not progress_bar):
+        for _ in progress(range(steps), desc="flow pre-training", enabled=progress_bar):
             idx = torch.randint(0, flat.shape[0], (min(batch_size, flat.shape[0]),),
                                 generator=generator, device=flat.device)  # fmt: skip
             nll = -self.flow.log_prob(flat[idx]).mean()
