@@ -7,241 +7,37 @@ objective only computes a loss on a batch (see :mod:`pyro_ebm.objectives`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
-from ._validation import check_int, check_positive_float
-from .objectives.base import LossOutput, Objective
-from .parallel import (
+from .._validation import check_int, check_positive_float
+from ..objectives.base import LossOutput, Objective
+from ..parallel import (
     all_reduce_mean,
     average_gradients,
     broadcast_parameters,
     rank_and_world,
 )
-from .progress import progress
+from ..progress import progress
+from .checkpoints import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    atomic_save,
+    fingerprint,
+    gather_states,
+    load_checkpoint,
+)
+from .history import History
+from .state import EMA, LoaderBatches, LogZHolder, TensorBatches, as_tensor_batch, first_sample
 
-__all__ = ["History", "fit", "load_checkpoint"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-FORMAT = "pyro-ebm-fit/1"
-
-
-@dataclass
-class History:
-    """Per-step training record (plain lists; :meth:`save`/:meth:`load` as JSON).
-
-    ``metrics`` holds the objective's figures (``energy_pos``, ``energy_neg``, ``accuracy``,
-    ``acceptance_rate``, ``log_Z``, ...) per step; ``skipped`` lists steps whose loss or gradient
-    was not finite (no update made). ``log_Z`` is the final learned log normalizer (EMA value)
-    when the objective learns one.
-    """
-
-    step: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    wall_time: list[float] = field(default_factory=list)
-    metrics: dict[str, list[float]] = field(default_factory=dict)
-    skipped: list[int] = field(default_factory=list)
-    log_Z: float | None = None
-
-    @property
-    def energy_pos(self) -> list[float]:
-        return self.metrics.get("energy_pos", [])
-
-    @property
-    def energy_neg(self) -> list[float]:
-        return self.metrics.get("energy_neg", [])
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.as_dict()))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> History:
-        return cls(**json.loads(Path(path).read_text()))
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class _Batches:
-    """Shuffled mini-batches of a tensor or Dataset from an explicit generator, resumable.
-
-    Each epoch is a permutation drawn from the generator; the position (epoch permutation and
-    offset) is part of the checkpoint, so a resumed run sees the same batches.
-    """
-
-    def __init__(
-        self, data, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1
-    ) -> None:
-        self.data, self.batch_size, self.generator = data, batch_size, generator
-        self.rank, self.world = rank, world
-        self.n = len(data)
-        if self.n == 0:
-            raise ValueError("data is empty")
-        self.perm: Tensor | None = None
-        self.offset = 0
-
-    def _take(self, idx: Tensor):
-        if torch.is_tensor(self.data):
-            return self.data[idx]
-        return default_collate([self.data[int(i)] for i in idx])
-
-    def next(self):
-        size = min(self.batch_size, self.n)
-        if self.perm is None or self.offset + size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.offset = 0
-        idx = self.perm[self.offset : self.offset + size]
-        self.offset += size
-        if self.world > 1:  # this rank's shard of the global batch (DistributedSampler-like)
-            idx = idx.chunk(self.world)[self.rank]
-        return self._take(idx)
-
-    def state_dict(self) -> dict:
-        return {"perm": self.perm, "offset": self.offset}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.perm, self.offset = state["perm"], state["offset"]
-
-
-class _LoaderBatches:
-    """Batches from a user DataLoader, cycling over epochs (resume skips consumed batches)."""
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader, self.consumed = loader, 0
-        self._it: Iterator | None = None
-
-    def next(self):
-        if self._it is None:
-            self._it = iter(self.loader)
-        try:
-            batch = next(self._it)
-        except StopIteration:
-            self._it = iter(self.loader)
-            batch = next(self._it)
-        self.consumed += 1
-        return batch
-
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        for _ in range(state["consumed"]):
-            self.next()
-
-
-def _as_tensor_batch(batch) -> Tensor:
-    if isinstance(batch, (list, tuple)):  # (x, label) datasets: train on x
-        batch = batch[0]
-    if not torch.is_tensor(batch):
-        raise ValueError(f"data batches must be tensors; got {type(batch).__name__}")
-    return batch
-
-
-def _first_sample(data, n: int = 4096) -> Tensor:
-    if torch.is_tensor(data):
-        return data[:n]
-    if isinstance(data, DataLoader):
-        return _as_tensor_batch(next(iter(data)))
-    return _as_tensor_batch(default_collate([data[i] for i in range(min(n, len(data)))]))
-
-
-# ----------------------------------------------------------------------------- EMA
-
-
-class _EMA:
-    """Exponential moving average of parameters and buffers (Polyak averaging).
-
-    :math:`\\bar\\theta \\leftarrow d_t \\bar\\theta + (1 - d_t)\\theta` with the warm-up
-    :math:`d_t = \\min(d, (1 + t)/(10 + t))` so early averages are not dominated by the
-    random initialization.
-    """
-
-    def __init__(self, modules: dict[str, nn.Module], decay: float) -> None:
-        self.decay = decay
-        self.shadow = {
-            f"{k}.{n}": t.detach().clone() for k, m in modules.items() for n, t in _tensors(m)
-        }
-
-    @torch.no_grad()
-    def update(self, modules: dict[str, nn.Module], step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for k, m in modules.items():
-            for n, t in _tensors(m):
-                s = self.shadow[f"{k}.{n}"]
-                if t.is_floating_point():
-                    s.lerp_(t.detach(), 1 - d)
-                else:
-                    s.copy_(t)
-
-    @torch.no_grad()
-    def copy_to(self, modules: dict[str, nn.Module]) -> None:
-        for k, m in modules.items():
-            for n, t in _tensors(m):
-                t.copy_(self.shadow[f"{k}.{n}"])
-
-
-def _tensors(module: nn.Module):
-    yield from module.named_parameters()
-    yield from ((n, b) for n, b in module.named_buffers() if b.is_floating_point())
-
-
-class _LogZHolder(nn.Module):
-    """Wraps an objective's learned log Z so the EMA can average it with the energy."""
-
-    def __init__(self, param: nn.Parameter) -> None:
-        super().__init__()
-        self.log_Z = param
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _fingerprint(energy: nn.Module, objective: nn.Module) -> dict:
-    return {
-        "energy": type(energy).__name__,
-        "objective": type(objective).__name__,
-        "energy_shapes": {k: list(v.shape) for k, v in energy.state_dict().items()},
-    }
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint written by :func:`fit`; a corrupt or foreign file raises ValueError."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.exists():
-        raise ValueError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise ValueError(f"checkpoint {path} is corrupt or unreadable: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a pyro-ebm fit checkpoint (format {FORMAT!r})")
-    return ckpt
-
-
-# ----------------------------------------------------------------------------- fit
+__all__ = ["CHECKPOINT_NAME", "History", "fit", "load_checkpoint"]
 
 
 def _make_optimizer(name, params, lr, weight_decay):
@@ -408,10 +204,10 @@ def fit(
     dev_gen.manual_seed(seed_base + 1 + rank)
 
     if isinstance(data, DataLoader):
-        batches = _LoaderBatches(data)
+        batches = LoaderBatches(data)
     else:
-        batches = _Batches(data, batch_size, gen, rank, world)
-    objective.setup(_first_sample(data).to(device=device, dtype=dtype))
+        batches = TensorBatches(data, batch_size, gen, rank, world)
+    objective.setup(first_sample(data).to(device=device, dtype=dtype))
 
     opt = _make_optimizer(
         optimizer, list(energy.parameters()) + list(objective.primary_parameters()), lr,
@@ -422,8 +218,8 @@ def fit(
     sched = _make_schedule(schedule, opt, steps, lr_warmup)
     averaged = {"energy": energy}
     if objective.log_Z is not None:
-        averaged["log_Z"] = _LogZHolder(objective.log_Z)
-    ema_state = _EMA(averaged, ema) if ema is not None else None
+        averaged["log_Z"] = LogZHolder(objective.log_Z)
+    ema_state = EMA(averaged, ema) if ema is not None else None
 
     history, start = History(), 0
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
@@ -431,7 +227,7 @@ def fit(
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     if resume and ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        expected = _fingerprint(energy, objective)
+        expected = fingerprint(energy, objective)
         if ckpt["fingerprint"] != expected:
             raise ValueError(
                 f"checkpoint {ckpt_path} does not match this energy/objective: saved "
@@ -462,14 +258,14 @@ def fit(
     def save(step: int) -> None:
         if ckpt_path is None:
             return
-        dev_states = _gather_states(dev_gen.get_state(), world)
-        torch_states = _gather_states(torch.get_rng_state(), world)
+        dev_states = gather_states(dev_gen.get_state(), world)
+        torch_states = gather_states(torch.get_rng_state(), world)
         if rank == 0:
             state = {
                 "format": FORMAT,
                 "step": step,
                 "world_size": world,
-                "fingerprint": _fingerprint(energy, objective),
+                "fingerprint": fingerprint(energy, objective),
                 "energy": energy.state_dict(),
                 "objective": objective.state_dict(),
                 "optimizer": None if opt is None else opt.state_dict(),
@@ -484,7 +280,7 @@ def fit(
                 "data": batches.state_dict(),
                 "history": history.as_dict(),
             }
-            _atomic_save(state, ckpt_path)
+            atomic_save(state, ckpt_path)
         if world > 1:
             torch.distributed.barrier()
 
@@ -498,7 +294,7 @@ def fit(
                    initial=start, enabled=progress_bar)  # fmt: skip
     callbacks = list(callbacks)
     for step in bar:
-        batch = _as_tensor_batch(batches.next()).to(device=device, dtype=dtype)
+        batch = as_tensor_batch(batches.next()).to(device=device, dtype=dtype)
         out: LossOutput = objective(energy, batch, dev_gen)
         objective.synchronize(all_reduce_mean)  # e.g. FCE's turn, the same on every rank
         if opt is not None:
@@ -576,15 +372,6 @@ def fit(
     return history
 
 
-def _gather_states(state: Tensor, world: int) -> list[Tensor]:
-    """Every rank's generator state (a byte tensor), for a world-size-aware checkpoint."""
-    if world == 1:
-        return [state]
-    gathered: list[Any] = [None] * world
-    torch.distributed.all_gather_object(gathered, state)
-    return gathered
-
-
 def _postfix(loss: float, metrics: dict[str, float]) -> dict[str, str]:
     shown = {"loss": f"{loss:.3f}"}
     if "energy_pos" in metrics and "energy_neg" in metrics:
@@ -592,4 +379,3 @@ def _postfix(loss: float, metrics: dict[str, float]) -> dict[str, str]:
     for key in ("accuracy", "acceptance_rate", "log_Z"):
         if key in metrics:
             shown[key[:6]] = f"{metrics[key]:.3f}"
-    return shown
