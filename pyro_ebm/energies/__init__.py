@@ -13,14 +13,8 @@ torch.Size([7])
 torch.Size([2])
 """
 
-from .analytic import (
-    AnalyticEnergy,
-    BananaEnergy,
-    DoubleWellEnergy,
-    FunnelEnergy,
-    GaussianEnergy,
-    GaussianMixtureEnergy,
-)
+from .analytic import AnalyticEnergy, GaussianEnergy, GaussianMixtureEnergy
+from .geometry import BananaEnergy, DoubleWellEnergy, FunnelEnergy
 from .neural import ConvEnergy, MLPEnergy
 
 __all__ = [
