@@ -1,7 +1,8 @@
 """Sphinx configuration for the pyro-ebm documentation (MyST Markdown pages via myst-nb).
 
-The build is offline: no intersphinx inventories are fetched. The tutorials live in
-``tutorials/*.py`` (jupytext percent format); they are converted here into notebooks under
+The build and the site are offline: no intersphinx inventories are fetched, and MathJax is
+shipped with the site (``sphinx-mathjax-offline``) instead of loaded from a CDN. The tutorials
+live in ``tutorials/*.py`` (jupytext percent format); they are converted here into notebooks under
 ``docs/tutorials/`` (generated, not committed) and rendered *without* executing them, since
 executing them is the job of ``tests/test_tutorials.py``. Set ``PYRO_EBM_DOCS_EXECUTE=1`` to
 execute them during the build instead (cached by jupyter-cache; add ``CI=1`` for the small
@@ -35,6 +36,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    # Copies MathJax 3 into _static/mathjax and points mathjax_path there, so the site renders
+    # its math without a network (sphinx.ext.mathjax alone loads MathJax from a CDN).
+    "sphinx-mathjax-offline",
 ]
 
 exclude_patterns = ["_build", "README.md", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]

@@ -1,8 +1,8 @@
 """EnergyDistribution: an energy-defined density as a Pyro distribution.
 
 Sign convention (used throughout pyro-ebm): the *energy* is the negative unnormalized
-log-density, :math:`p(x) = \\exp(-E(x)) / Z` -- Pyro's "potential energy". (The reference note
-writes :math:`p = \\exp(E)/Z`; only the sign differs.)
+log-density, :math:`p(x) = \\exp(-E(x)) / Z` -- Pyro's "potential energy". ('Energy Based
+Models', June 2024, writes :math:`p = \\exp(E)/Z`; only the sign differs.)
 """
 
 from __future__ import annotations

@@ -86,6 +86,22 @@ def test_docs_build_without_warnings(html):
         assert (html / f"{page}.html").exists(), page
 
 
+def test_math_renders_offline(html):
+    """The pages load MathJax from the site itself, never from a CDN."""
+    page = (html / "theory" / "sampling.html").read_text()
+    scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', page, flags=re.IGNORECASE)
+    assert scripts and all(not s.startswith(("http:", "https:", "//")) for s in scripts), scripts
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+def test_theory_index_lists_each_page_once(html):
+    page = (html / "theory" / "index.html").read_text()
+    article = page.split('itemprop="articleBody"', 1)[1].split("<footer", 1)[0]
+    text = unescape(re.sub(r"<[^>]+>", " ", article))
+    for title in ("Sampling", "Flow contrastive estimation", "Noise-contrastive estimation"):
+        assert len(re.findall(rf"\b{title}\b", text)) == 1, title
+
+
 def test_every_public_name_is_in_the_api_reference(html):
     documented = _inventory(html / "objects.inv")
     by_identity = {id(obj) for obj in map(_resolve, documented) if obj is not None}

@@ -29,7 +29,8 @@ import functools
 import torch
 
 from .._validation import check_int
-from ._names import DENSITY_NAMES, NAMES, TOY_NAMES, _check_dtype, _check_name, _make_generator
+from . import _names
+from ._names import _check_dtype, _check_name, _make_generator
 from .files import check_data_name, load_file
 from .toys import _TOY_SAMPLERS, oracle_nll, true_log_prob
 
@@ -44,6 +45,13 @@ __all__ = [
     "oracle_nll",
     "true_log_prob",
 ]
+
+#: Names of the 2-d toy data sets; each returns samples of shape ``(n, 2)``.
+TOY_NAMES: tuple[str, ...] = _names.TOY_NAMES
+#: Every name that :func:`load` accepts.
+NAMES: tuple[str, ...] = _names.NAMES
+#: Names whose true density is known in closed form (:func:`true_log_prob`, :func:`oracle_nll`).
+DENSITY_NAMES: tuple[str, ...] = _names.DENSITY_NAMES
 
 _NUM_DIGITS_ROWS = 1797
 _DIGITS_LEVELS = 17  # pixel intensities are the integers 0..16

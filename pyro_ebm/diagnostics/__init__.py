@@ -17,12 +17,20 @@ Pyro's own kernels keep almost no per-draw statistics, so :class:`StatsRecorder`
 ``MCMC(..., hook_fn=recorder)``, records them while the chains run. Without it, ``lp`` is
 recomputed exactly from the draws and ``diverging`` is read from Pyro's divergence lists.
 
+``az`` is ArviZ as this package imports it (its import-time FutureWarning silenced), for
+modules such as :mod:`pyro_ebm.report` that draw ArviZ plots.
+
 Both ArviZ 0.2x (``InferenceData``, ``az.from_dict(posterior=..., sample_stats=...)``) and ArviZ
 1.x (``xarray.DataTree``, ``az.from_dict({"posterior": ..., "sample_stats": ...})``) are
 supported.
 """
 
-from .conversion import SAMPLE_STATS, az, to_arviz, to_arviz_quietly
+from . import conversion
+from .conversion import az as az  # re-exported for the report's plots
+from .conversion import to_arviz, to_arviz_quietly
 from .recorder import StatsRecorder
 
-__all__ = ["SAMPLE_STATS", "StatsRecorder", "az", "to_arviz", "to_arviz_quietly"]
+__all__ = ["SAMPLE_STATS", "StatsRecorder", "to_arviz", "to_arviz_quietly"]
+
+#: The ``sample_stats`` names :func:`to_arviz` produces, as ArviZ spells them.
+SAMPLE_STATS: tuple[str, ...] = conversion.SAMPLE_STATS

@@ -26,11 +26,10 @@ References
 from .ais import AISResult, ais_log_partition
 from .likelihood import kl_to_truth, log_likelihood, nll_summary, test_nll
 from .metrics import mmd
-from .quadrature import Bounds, grid_log_partition
+from .quadrature import grid_log_partition
 
 __all__ = [
     "AISResult",
-    "Bounds",
     "ais_log_partition",
     "grid_log_partition",
     "kl_to_truth",

@@ -9,9 +9,10 @@ With :math:`p_\\theta(x) = e^{-E_\\theta(x)}/Z_\\theta`, the log-likelihood grad
 
 so minimizing the surrogate :math:`L = \\overline{E_\\theta(x^+)} - \\overline{E_\\theta(x^-)}`
 (data :math:`x^+`, model samples :math:`x^-` held fixed) follows the maximum-likelihood gradient
-(section 3.1 of the reference note, with our sign). Negatives come from pyro-ebm's samplers (ULA
-by default, MALA optional) started from noise (short-run, Nijkamp et al. 2019), from the data
-(CD-k, Hinton 2002) or from a replay buffer (persistent CD, Tieleman 2008; Du & Mordatch 2019).
+(section 3.1 of 'Energy Based Models' (June 2024), with our sign). Negatives come from
+pyro-ebm's samplers (ULA by default, MALA optional) started from noise (short-run, Nijkamp et
+al. 2019), from the data (CD-k, Hinton 2002) or from a replay buffer (persistent CD, Tieleman
+2008; Du & Mordatch 2019).
 The regularizer :math:`\\alpha(\\overline{E(x^+)^2} + \\overline{E(x^-)^2})` keeps energies
 bounded.
 """

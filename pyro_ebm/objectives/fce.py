@@ -7,9 +7,9 @@ The discriminator :math:`D(x) = \\sigma(G(x))` with :math:`G(x) = -E_\\theta(x) 
     \\max_{\\theta, c}\\,\\min_\\phi\\; \\mathbb{E}_{p}[\\log D(x)] + \\nu\\,
     \\mathbb{E}_{q_\\phi}[\\log(1 - D(y))]
 
-(section 3.4 of the reference note; Gao, Nijkamp, Kingma, Xu, Dai & Wu 2020, CVPR). The EBM
-step is NCE with the flow as noise; the flow step minimizes the same value with gradients
-through :math:`\\log q_\\phi` and reparameterized flow samples.
+(section 3.4 of 'Energy Based Models' (June 2024); Gao, Nijkamp, Kingma, Xu, Dai & Wu 2020,
+CVPR). The EBM step is NCE with the flow as noise; the flow step minimizes the same value with
+gradients through :math:`\\log q_\\phi` and reparameterized flow samples.
 
 **Balancing rule.** The EBM updates every step. The flow updates only when the classifier's
 accuracy at the last EBM step exceeds ``flow_update_threshold`` (default 0.6): while the EBM

@@ -8,7 +8,7 @@ noise :math:`p_n` and :math:`\\nu` noise samples per data point, the classifier'
     J = -\\mathbb{E}_{p}[\\log\\sigma(G(x))] - \\nu\\,\\mathbb{E}_{p_n}[\\log(1 - \\sigma(G(y)))].
 
 At the optimum :math:`p_\\theta = p`, so :math:`c` converges to the true log normalizer
-(section 3.3 of the reference note; Gutmann & Hyvarinen 2010, 2012, JMLR 13).
+(section 3.3 of 'Energy Based Models' (June 2024); Gutmann & Hyvarinen 2010, 2012, JMLR 13).
 """
 
 from __future__ import annotations

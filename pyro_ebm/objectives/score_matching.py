@@ -1,7 +1,7 @@
 """Score matching: fit the score :math:`s_\\theta = -\\nabla_x E_\\theta` without sampling.
 
-Hyvarinen's objective (section 3.2 of the reference note, after integrating by parts), in our
-sign convention:
+Hyvarinen's objective (section 3.2 of 'Energy Based Models' (June 2024), after integrating by
+parts), in our sign convention:
 
 .. math::
     J(\\theta) = \\mathbb{E}_{p}\\Big[\\tfrac12\\lVert\\nabla_x E_\\theta(x)\\rVert^2

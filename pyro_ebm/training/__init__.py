@@ -37,7 +37,7 @@ from .checkpoints import (
 from .history import History
 from .state import EMA, LoaderBatches, LogZHolder, TensorBatches, as_tensor_batch, first_sample
 
-__all__ = ["CHECKPOINT_NAME", "History", "fit", "load_checkpoint"]
+__all__ = ["History", "fit", "load_checkpoint"]
 
 
 def _make_optimizer(name, params, lr, weight_decay):
