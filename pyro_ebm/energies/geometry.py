@@ -79,9 +79,7 @@ class BananaEnergy(AnalyticEnergy):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        dim = check_int("dim", dim, 1)
-        if dim < 2:
-            raise ValueError(f"dim must be at least 2, got {dim}")
+        dim = check_int("dim", dim, 2)
         scale = check_positive_float("scale", scale)
         if isinstance(curvature, Tensor) and curvature.numel() == 1:
             curvature = curvature.item()
@@ -177,9 +175,7 @@ class FunnelEnergy(AnalyticEnergy):
         self, dim: int = 10, scale: float = 3.0, *, dtype: torch.dtype | None = None
     ) -> None:
         super().__init__()
-        dim = check_int("dim", dim, 1)
-        if dim < 2:
-            raise ValueError(f"dim must be at least 2, got {dim}")
+        dim = check_int("dim", dim, 2)
         scale = check_positive_float("scale", scale)
         dtype = resolve_float_dtype(dtype)
         self.event_shape = torch.Size([dim])
