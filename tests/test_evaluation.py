@@ -577,10 +577,10 @@ def test_ais_does_not_depend_on_the_order_of_energy_calls(monkeypatch, kernel):
 
 
 def test_annealed_energy_evaluates_a_position_no_call_saw():
-    from pyro_ebm.evaluation.ais import _AnnealedEnergy
+    from pyro_ebm.evaluation._annealed import AnnealedEnergy
 
     base = Independent(Normal(torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64)), 1)
-    annealed = _AnnealedEnergy(lambda x: x.square().sum(-1), base, torch.Size([2]))
+    annealed = AnnealedEnergy(lambda x: x.square().sum(-1), base, torch.Size([2]))
     x = torch.randn(4, 2, dtype=F64, generator=generator(0))
     current = annealed.components(x)
     moved = x + 1.0
