@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], allow_abbrev=False,
         help="train, sample, evaluate and report on 8gaussians",
         description="The default end-to-end job: NCE on 8gaussians, 1024 MALA chains x 200 "
-        "draws, evaluation and the HTML report (under 2 minutes on 2 CPU cores). Runs on one "
-        "CPU thread unless --threads says otherwise.",
+        "draws, evaluation and the HTML report: 37 s measured on a 2-core CPU machine with "
+        "another job running (load average 2), longer under heavier load (see the README). "
+        "Runs on one CPU thread unless --threads says otherwise.",
     )  # fmt: skip
     demo.add_argument(
         "--out",
