@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._validation import check_choice, check_int
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -185,15 +186,19 @@ def _check_value(section: str, name: str, value: Any) -> Any:
     where = f"{section}.{name}"
 
     def number(v: Any, integer: bool) -> int | float:
-        if isinstance(v, bool) or not isinstance(v, (int, float) if not integer else int):
-            raise ConfigError(
-                f"{where} must be {'an integer' if integer else 'a number'}; got {v!r}"
-            )
-        if not integer and not math.isfinite(v):
+        if integer:
+            minimum = None if key.minimum is None else int(key.minimum)
+            try:
+                return check_int(where, v, minimum)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where} must be a number; got {v!r}")
+        if not math.isfinite(v):
             raise ConfigError(f"{where} must be finite; got {v!r}")
         if key.minimum is not None and v < key.minimum:
             raise ConfigError(f"{where} must be >= {key.minimum:g}; got {v!r}")
-        return int(v) if integer else float(v)
+        return float(v)
 
     if key.kind == "int":
         return number(value, True)
@@ -206,8 +211,11 @@ def _check_value(section: str, name: str, value: Any) -> Any:
     if key.kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string; got {value!r}")
-        if key.choices is not None and value not in key.choices:
-            raise ConfigError(f"{where} must be one of {', '.join(key.choices)}; got {value!r}")
+        if key.choices is not None:
+            try:
+                check_choice(where, value, key.choices)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         return value
     if not isinstance(value, (list, tuple)) or not value:
         raise ConfigError(f"{where} must be a non-empty list; got {value!r}")
