@@ -13,8 +13,6 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
 
-from ._validation import check_choice
-
 __all__ = ["EnergyDistribution"]
 
 _DEFAULT_SAMPLER_KWARGS = {"warmup_steps": 200, "num_transitions": 50}
@@ -76,7 +74,7 @@ class EnergyDistribution(TorchDistribution):
         log_Z: float | Tensor | None = None,
         *,
         batch_shape: tuple[int, ...] | torch.Size = (),
-        sampler: str = "mala",
+        sampler="mala",
         sampler_kwargs: dict | None = None,
         validate_args: bool | None = None,
     ) -> None:
@@ -87,9 +85,9 @@ class EnergyDistribution(TorchDistribution):
             )
         event_shape = _as_shape("event_shape", event_shape)
         batch_shape = _as_shape("batch_shape", batch_shape)
-        from .infer import KERNELS  # local: keeps the import graph one-way at module load
+        from .infer.kernels import as_kernel  # local: keeps the import graph one-way at load
 
-        check_choice("sampler", sampler, sorted(KERNELS))
+        as_kernel(sampler, "sampler")  # a kernel object or an alias, else a ValueError
         if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
             raise ValueError(f"sampler_kwargs must be a dict; got {type(sampler_kwargs).__name__}")
         if log_Z is None and torch.is_tensor(getattr(energy, "log_Z", None)):
@@ -220,7 +218,7 @@ class EnergyDistribution(TorchDistribution):
                 keep=False,
                 **kwargs,
             )
-        return out.samples.detach().reshape(shape)
+        return out.samples[:, -1].detach().reshape(shape)
 
     def expand(self, batch_shape, _instance=None) -> EnergyDistribution:
         new = self._get_checked_instance(EnergyDistribution, _instance)

@@ -257,8 +257,17 @@ def test_predictive_prior_and_posterior():
     assert prior_pred["x"].shape == reference["x"].shape  # (30, 1, 2): Pyro's plate layout
     assert prior_pred["y"].shape == reference["y"].shape == (30, 4, 2)
     assert torch.isfinite(prior_pred["x"]).all()
-    posterior = {"x": torch.randn(25, 2)}
+    posterior = {"x": torch.randn(25, 2, dtype=F64, generator=torch.Generator().manual_seed(0))}
+    # an observed site is returned as its data; the posterior predictive needs obs=None
     post_pred = Predictive(conjugate_model, posterior_samples=posterior)()
+    assert torch.equal(post_pred["y"], DATA.expand(25, 4, 2))
+
+    def unobserved_model():
+        x = pyro.sample("x", EnergyDistribution(GaussianEnergy(PRIOR_LOC, PRIOR_COV), (2,)))
+        with pyro.plate("data", DATA.shape[0]):
+            pyro.sample("y", dist.Normal(x, NOISE).to_event(1))
+
+    post_pred = Predictive(unobserved_model, posterior_samples=posterior)()
     assert post_pred["y"].shape == (25, 4, 2)
     residual = post_pred["y"] - posterior["x"].unsqueeze(1)  # y | x ~ N(x, NOISE^2)
     assert abs(float(residual.mean()) / (NOISE / residual.numel() ** 0.5)) < Z_CRIT

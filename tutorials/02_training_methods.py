@@ -140,8 +140,8 @@ for col, (name, energy) in enumerate(energies.items(), start=1):
     axes[0, col].set_title(name)
     out = sample(energy, 100, num_chains=NUM_CHAINS, kernel="mala", warmup_steps=200,
                  event_shape=(2,), keep=False, seed=0, progress_bar=False)  # fmt: skip
-    draws[name] = out.samples
-    axes[1, col].scatter(*out.samples.T, s=2, alpha=0.5)
+    draws[name] = out.samples[:, -1]
+    axes[1, col].scatter(*draws[name].T, s=2, alpha=0.5)
 for ax in axes.flat:
     ax.set_aspect("equal")
     ax.set_xlim(-4, 4)

@@ -138,7 +138,7 @@ def to_arviz(obj, *, var_name: str = "x", recorder: StatsRecorder | None = None)
     Raises
     ------
     ValueError
-        For a ``Samples`` run with ``keep=False`` (it holds no draws), an MCMC that has not run,
+        For a ``Samples`` without statistics, an MCMC that has not run,
         a recorder whose draws do not match the MCMC, or any other type of ``obj``.
 
     Examples
@@ -191,8 +191,8 @@ def to_arviz_quietly(samples: Any, *, var_name: str = "x"):
 def _from_samples(out: Any, var_name: str):
     if not out.stats:
         raise ValueError(
-            "this Samples holds no draws (it was run with keep=False, which keeps only the "
-            "final states); run pyro_ebm.infer.sample with keep=True to convert it to ArviZ"
+            "this Samples holds no per-draw statistics (samples.stats is empty); pass the "
+            "output of pyro_ebm.infer.sample"
         )
     stat_shape = next(iter(out.stats.values())).shape
     num_batch = len(stat_shape) - 2

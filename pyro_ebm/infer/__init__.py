@@ -1,15 +1,26 @@
-"""Samplers for energy-defined densities: vectorized step functions, a runner and Pyro kernels."""
+"""Samplers for energy-defined densities: kernel objects, the many-chain runner and checks."""
 
-from .kernels import MALA, ULA, RandomWalkMH
-from .run import KERNELS, Samples, resume, sample
+from . import hmc, langevin, mala, rwmh
+from .convergence import ConvergenceWarning, nested_rhat
+from .kernels import HMC, KERNELS, MALA, ULA, Kernel, RandomWalkMH
+from .run import resume, sample
+from .samples import Samples
 from .sharded import sample_parallel
 
 __all__ = [
+    "HMC",
     "KERNELS",
     "MALA",
     "ULA",
+    "hmc",
+    "langevin",
+    "mala",
+    "rwmh",
+    "ConvergenceWarning",
+    "Kernel",
     "RandomWalkMH",
     "Samples",
+    "nested_rhat",
     "resume",
     "sample",
     "sample_parallel",

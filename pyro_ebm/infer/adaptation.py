@@ -56,8 +56,10 @@ class DualAveraging:
         \\log\\bar\\epsilon_t = t^{-\\kappa} \\log\\epsilon_t + (1 - t^{-\\kappa})
         \\log\\bar\\epsilon_{t-1},
 
-    with :math:`\\mu = \\log(10 \\epsilon_0)`. ``shape`` is ``()`` for one step size shared by all
-    chains (updated with their mean acceptance) or the chain shape for one per chain.
+    with :math:`\\mu = \\log(s\\,\\epsilon_0)`, :math:`s` = ``mu_scale`` (Stan's 10 favours
+    exploring larger steps; 1 suits a start that a search has already placed near the target).
+    A ``step_size`` of shape ``()`` is one step size shared by all chains (updated with their
+    mean acceptance); a tensor of the chain shape keeps one per chain.
     """
 
     def __init__(
@@ -68,15 +70,17 @@ class DualAveraging:
         gamma: float = 0.05,
         t0: float = 10.0,
         kappa: float = 0.75,
+        mu_scale: float = 10.0,
     ) -> None:
         self.target_accept = target_accept
         self.gamma, self.t0, self.kappa = gamma, t0, kappa
+        self.mu_scale = mu_scale
         self.restart(step_size)
 
     def restart(self, step_size: Tensor) -> None:
         """Start a new averaging run around ``step_size`` (after a mass-matrix update)."""
         log_eps = step_size.log()
-        self.mu = math.log(10.0) + log_eps
+        self.mu = math.log(self.mu_scale) + log_eps
         self.log_step = log_eps.clone()
         self.log_step_avg = torch.zeros_like(log_eps)
         self.h_avg = torch.zeros_like(log_eps)

@@ -21,10 +21,14 @@ __all__ = [
     "energy_and_grad",
     "evaluate_energy",
     "init_state",
+    "acceptance_probability",
     "metropolis_accept",
+    "metropolis_select",
     "module_dtype_device",
     "per_chain",
     "randn_like",
+    "select",
+    "sum_event",
 ]
 
 EnergyFn = Callable[[Tensor], Tensor]
@@ -48,20 +52,6 @@ class State:
     energy: Tensor
     grad: Tensor | None = None
 
-    def detach(self) -> State:
-        return State(
-            self.position.detach(),
-            self.energy.detach(),
-            None if self.grad is None else self.grad.detach(),
-        )
-
-    def to(self, *args, **kwargs) -> State:
-        return State(
-            self.position.to(*args, **kwargs),
-            self.energy.to(*args, **kwargs),
-            None if self.grad is None else self.grad.to(*args, **kwargs),
-        )
-
 
 @dataclass
 class Info:
@@ -70,8 +60,12 @@ class Info:
     ``acceptance_rate`` is the Metropolis-Hastings acceptance probability
     :math:`\\min(1, \\alpha)` of the proposal; ``diverging`` marks proposals rejected because
     their energy, gradient or Hamiltonian error was not finite (or too large for HMC).
-    ``energy`` is the Hamiltonian at the start of an HMC trajectory and ``n_steps`` the number
-    of leapfrog steps taken (both ``None`` for the other samplers).
+    ``proposal`` is the state that was proposed (accepted or not), as BlackJAX's info carries
+    it: annealed importance sampling reads the energies it evaluated there, and trajectory
+    adaptation reads its position. For HMC, ``energy`` is the Hamiltonian at the point the
+    chain is at after the transition (the accepted end of the trajectory, or the start if
+    rejected), as Stan records it; ``n_steps`` is the number of leapfrog steps and ``momentum``
+    the momentum at the end of the trajectory (all ``None`` for the other samplers).
     """
 
     acceptance_rate: Tensor
@@ -79,9 +73,13 @@ class Info:
     diverging: Tensor
     energy: Tensor | None = None
     n_steps: Tensor | None = None
+    proposal: State | None = None
+    momentum: Tensor | None = None
 
     def as_dict(self) -> dict[str, Tensor]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        """The per-chain tensors by name (``proposal`` and ``momentum`` left out)."""
+        skip = ("proposal", "momentum")
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         return {name: value for name, value in values.items() if value is not None}
 
 
@@ -97,6 +95,11 @@ def module_dtype_device(obj) -> tuple[torch.dtype, torch.device] | None:
 def per_chain(t: Tensor, event_dim: int) -> Tensor:
     """Append ``event_dim`` singleton dimensions so a per-chain tensor broadcasts over events."""
     return t.reshape(t.shape + (1,) * event_dim)
+
+
+def sum_event(t: Tensor, event_dim: int) -> Tensor:
+    """Sum over the ``event_dim`` rightmost dimensions (per-chain totals)."""
+    return t.sum(dim=tuple(range(-event_dim, 0))) if event_dim else t
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -196,14 +199,38 @@ def metropolis_accept(
     log_ratio = current.energy - proposal.energy + log_correction
     # For MALA and HMC the proposal's gradient enters ``log_correction``, so a non-finite
     # gradient already makes the ratio non-finite: no separate pass over the gradient.
+    return metropolis_select(current, proposal, log_ratio, event_dim, generator)
+
+
+def acceptance_probability(log_ratio: Tensor) -> tuple[Tensor, Tensor]:
+    """:math:`\\min(1, e^{\\log\\alpha})` and whether :math:`\\log\\alpha` is finite.
+
+    A NaN or :math:`+\\infty` log ratio (a non-finite energy or gradient somewhere) gets
+    probability 0: it is rejected and reported as diverging. Shared by the eager steps, the
+    compiled transition and ULA's would-be acceptance.
+    """
     finite = torch.isfinite(log_ratio)
-    acceptance = log_ratio.nan_to_num(nan=-math.inf, posinf=-math.inf).clamp(max=0.0).exp()
+    prob = log_ratio.nan_to_num(nan=-math.inf, posinf=-math.inf).clamp(max=0.0).exp()
+    return prob, finite
+
+
+def metropolis_select(
+    current: State,
+    proposal: State,
+    log_ratio: Tensor,
+    event_dim: int,
+    generator: torch.Generator | None,
+) -> tuple[State, Info]:
+    """Accept each chain's proposal with probability :math:`\\min(1, e^{\\log\\alpha})`."""
+    acceptance, finite = acceptance_probability(log_ratio)
     uniform = torch.rand(
         log_ratio.shape, dtype=log_ratio.dtype, device=log_ratio.device, generator=generator
     )
     accepted = uniform < acceptance
     new = select(accepted, proposal, current, event_dim)
-    return new, Info(acceptance_rate=acceptance, is_accepted=accepted, diverging=~finite)
+    info = Info(acceptance_rate=acceptance, is_accepted=accepted, diverging=~finite)
+    info.proposal = proposal
+    return new, info
 
 
 def select(mask: Tensor, if_true: State, if_false: State, event_dim: int) -> State:

@@ -2,23 +2,26 @@
 
 Eager steps dispatch a few dozen small tensor operations per transition; compiling the whole
 transition (proposal, energy, its gradient through :func:`torch.func.grad_and_value`, the
-Metropolis-Hastings test and the per-chain selection) lets the compiler fuse them. Random
-numbers are drawn outside the compiled region from the same generator and in the same order as
-the eager step, so both paths agree up to floating-point rounding. Supported for ``"mala"``,
-``"ula"`` and ``"rwmh"`` with an identity or diagonal mass matrix; anything else, or a platform
-where compilation fails, falls back to the eager step with a warning.
+Metropolis-Hastings test and the per-chain selection) lets the compiler fuse them. The compiled
+transition calls the same proposal and log-ratio functions as the eager steps
+(:func:`pyro_ebm.infer.mala.proposal`, :func:`pyro_ebm.infer.mala.log_ratio`,
+:func:`pyro_ebm.infer.base.acceptance_probability`): there is one copy of each algorithm's math.
+Random numbers are drawn outside the compiled region from the same generator and in the same
+order as the eager step, so both paths agree up to floating-point rounding. Supported for MALA,
+ULA and RWMH with any metric (identity, diagonal, dense); HMC, or a platform where compilation
+fails, falls back to the eager step with a warning.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from .base import Info, State
+from . import mala, rwmh
+from .base import Info, State, acceptance_probability, select
 from .metric import Metric
 
 __all__ = ["COMPILABLE", "CompiledStep", "compiled_or_eager"]
@@ -26,15 +29,20 @@ __all__ = ["COMPILABLE", "CompiledStep", "compiled_or_eager"]
 COMPILABLE = ("mala", "ula", "rwmh")
 
 
-def _sum_event(t: Tensor, event_dim: int) -> Tensor:
-    return t.sum(dim=tuple(range(-event_dim, 0))) if event_dim else t
+def _metric_from(kind: str, event_shape: torch.Size, tensors: tuple) -> Metric:
+    """Rebuild a metric inside the compiled region from its tensors (no data-dependent checks)."""
+    metric = Metric(event_shape)
+    if kind == "diag":
+        return Metric.diagonal(event_shape, tensors[0])
+    if kind == "dense":
+        metric.kind = "dense"
+        metric.inv_mass, metric._scale, metric._scale_inv = tensors
+    return metric
 
 
-def _wide(t: Tensor, event_dim: int) -> Tensor:
-    return t.reshape(t.shape + (1,) * event_dim)
+def _make_transition(energy_fn: Callable, kernel: str, event_shape: torch.Size, kind: str):
+    event_dim = len(event_shape)
 
-
-def _make_transition(energy_fn: Callable, kernel: str, event_dim: int) -> Callable:
     def value_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
         def total(z):
             e = energy_fn(z)
@@ -43,34 +51,28 @@ def _make_transition(energy_fn: Callable, kernel: str, event_dim: int) -> Callab
         grad, (_, energy) = torch.func.grad_and_value(total, has_aux=True)(x)
         return energy, grad
 
-    def transition(x, energy, grad, eps, inv_mass, xi, u):
-        eps_w = _wide(eps, event_dim)
+    def transition(x, energy, grad, eps, metric_tensors, xi, u):
+        metric = _metric_from(kind, event_shape, metric_tensors)
+        current = State(x, energy, grad)
         if kernel == "rwmh":
-            y = x + eps_w * inv_mass.sqrt() * xi
+            y = rwmh.proposal(current, eps, metric, xi)
             with torch.no_grad():
-                ey = energy_fn(y)
-            gy = grad
-            log_ratio = energy - ey
+                proposed = State(y, energy_fn(y), grad)
+            ratio = energy - proposed.energy
         else:
-            y = x - eps_w * inv_mass * grad + (2 * eps_w).sqrt() * inv_mass.sqrt() * xi
-            ey, gy = value_and_grad(y)
-            residual = x - y + eps_w * inv_mass * gy
-            log_q_back = _sum_event(residual * residual / inv_mass, event_dim) / (-4 * eps)
-            log_ratio = energy - ey + log_q_back + 0.5 * _sum_event(xi * xi, event_dim)
-        finite = torch.isfinite(log_ratio)
-        accept_prob = log_ratio.nan_to_num(nan=-math.inf, posinf=-math.inf).clamp(max=0).exp()
+            y = mala.proposal(current, eps, metric, xi)
+            proposed = State(y, *value_and_grad(y))
+            ratio = mala.log_ratio(current, proposed, eps, metric, xi)
+        accept_prob, finite = acceptance_probability(ratio)
         accepted = finite if kernel == "ula" else u < accept_prob
-        wide = _wide(accepted, event_dim)
-        new_x = torch.where(wide, y, x)
-        new_e = torch.where(accepted, ey, energy)
-        new_g = torch.where(wide, gy, grad)
-        return new_x, new_e, new_g, accept_prob, accepted, ~finite
+        new = select(accepted, proposed, current, event_dim)
+        return new.position, new.energy, new.grad, accept_prob, accepted, ~finite
 
     return transition
 
 
 class CompiledStep:
-    """A drop-in for a kernel module's ``step`` running the fused, compiled transition.
+    """A drop-in for a kernel's ``step`` running the fused, compiled transition.
 
     Parameters
     ----------
@@ -78,18 +80,19 @@ class CompiledStep:
         ``"mala"``, ``"ula"`` or ``"rwmh"``.
     energy_fn:
         The energy (traced by ``torch.compile``).
-    event_dim:
-        Number of event dimensions.
+    event_shape:
+        Shape of one chain's position.
     """
 
-    def __init__(self, kernel: str, energy_fn: Callable, event_dim: int) -> None:
-        self.kernel, self.event_dim = kernel, event_dim
-        self.fn = torch.compile(_make_transition(energy_fn, kernel, event_dim), dynamic=False)
+    def __init__(self, kernel: str, energy_fn: Callable, event_shape: torch.Size) -> None:
+        self.kernel, self.event_shape = kernel, torch.Size(event_shape)
+        self.energy_fn = energy_fn
+        self._fns: dict[str, Callable] = {}  # one compiled transition per metric kind
         self.failed = False
 
     @staticmethod
-    def supports(kernel: str, metric: Metric) -> bool:
-        return kernel in COMPILABLE and metric.kind in ("identity", "diag")
+    def supports(kernel: str) -> bool:
+        return kernel in COMPILABLE
 
     def step(
         self, energy_fn, state: State, step_size: Tensor, metric: Metric, generator, event_dim
@@ -101,26 +104,35 @@ class CompiledStep:
             u = torch.zeros(state.energy.shape, dtype=x.dtype, device=x.device)
         else:
             u = torch.rand(state.energy.shape, dtype=x.dtype, device=x.device, generator=generator)
-        inv_mass = metric.inv_mass if metric.kind == "diag" else torch.ones_like(x[0])
+        if metric.kind not in self._fns:
+            fn = _make_transition(self.energy_fn, self.kernel, self.event_shape, metric.kind)
+            self._fns[metric.kind] = torch.compile(fn, dynamic=False)
+        tensors = {
+            "identity": (),
+            "diag": (metric.inv_mass,),
+            "dense": (metric.inv_mass, metric._scale, metric._scale_inv),
+        }[metric.kind]
         grad = state.grad if state.grad is not None else torch.zeros_like(x)
         eps = step_size.expand(state.energy.shape) if step_size.dim() == 0 else step_size
         with torch.no_grad():  # gradients in x come from torch.func inside; no parameter graph
-            out = self.fn(x, state.energy, grad, eps, inv_mass.to(x), xi, u)
+            out = self._fns[metric.kind](x, state.energy, grad, eps, tensors, xi, u)
         new_x, new_e, new_g, accept, accepted, diverging = out
         new_state = State(new_x, new_e, None if self.kernel == "rwmh" else new_g)
         return new_state, Info(acceptance_rate=accept, is_accepted=accepted, diverging=diverging)
 
 
-def compiled_or_eager(kernel: str, module, energy_fn, metric: Metric, event_dim: int):
-    """The compiled step for ``kernel`` if supported and compilable here, else the eager one."""
-    if not CompiledStep.supports(kernel, metric):
+def compiled_or_eager(kernel, energy_fn, event_shape: torch.Size) -> Callable:
+    """The compiled step for ``kernel`` (a kernel object, or a name with a module's ``step``)
+    if supported and compilable here, else its eager ``step``."""
+    name = getattr(kernel, "name", kernel)
+    eager = kernel.step
+    if not CompiledStep.supports(name):
         warnings.warn(
-            f"compile=True supports kernels {COMPILABLE} with a diagonal mass matrix; running "
-            f"{kernel!r} eagerly",
+            f"compile=True supports the kernels {COMPILABLE}; running {name!r} eagerly",
             stacklevel=3,
         )
-        return module.step
-    compiled = CompiledStep(kernel, energy_fn, event_dim)
+        return eager
+    compiled = CompiledStep(name, energy_fn, torch.Size(event_shape))
 
     def step(fn, state, step_size, metric, generator, event_dim, **kwargs):
         if not compiled.failed:
@@ -138,6 +150,6 @@ def compiled_or_eager(kernel: str, module, energy_fn, metric: Metric, event_dim:
                     "falling back to the eager sampler",
                     stacklevel=2,
                 )
-        return module.step(fn, state, step_size, metric, generator, event_dim, **kwargs)
+        return eager(fn, state, step_size, metric, generator, event_dim, **kwargs)
 
     return step

@@ -1,4 +1,4 @@
-"""Hamiltonian Monte Carlo (HMC) with a fixed number of leapfrog steps, over a batch of chains.
+"""Hamiltonian Monte Carlo (HMC) with a given number of leapfrog steps, over a batch of chains.
 
 With momentum :math:`p \\sim N(0, M)` and Hamiltonian :math:`H(x, p) = E(x) + \\tfrac12 p^\\top
 M^{-1} p`, the leapfrog integrator
@@ -12,7 +12,9 @@ the gradient at the start is cached) and the end point is accepted with probabil
 :math:`\\min(1, e^{H(x,p) - H(x',p')})`. A trajectory whose energy error exceeds
 ``max_energy_error`` or is not finite is rejected and counted as divergent. The optional
 ``jitter`` draws the number of steps uniformly from :math:`[\\lceil(1-j)L\\rceil, L]` at each
-transition (shared by the chains, so the batch stays vectorized).
+transition (shared by the chains, so the batch stays vectorized). The runner chooses the
+number of steps of each transition (from a trajectory length adapted by ChEES, see
+:mod:`pyro_ebm.infer.chees`); this module integrates and accepts.
 
 Reference: Duane et al. (1987), Phys. Lett. B 195; Neal (2011), *MCMC using Hamiltonian
 dynamics*, Handbook of MCMC.
@@ -44,7 +46,7 @@ def leapfrog(
     event_dim: int,
 ) -> tuple[State, Tensor]:
     """Integrate Hamilton's equations for ``num_steps`` leapfrog steps (one gradient each)."""
-    eps = per_chain(step_size, event_dim)
+    eps = per_chain(step_size, event_dim) if step_size.dim() else step_size
     position, grad, energy = state.position, state.grad, state.energy
     p = momentum - 0.5 * eps * grad
     for i in range(num_steps):
@@ -88,4 +90,5 @@ def step(
     new, info = metropolis_accept(state, proposal, log_correction, event_dim, generator)
     info.energy = torch.where(info.is_accepted, proposal.energy + kinetic_end, h_start)
     info.n_steps = torch.full_like(state.energy, float(steps))
+    info.momentum = p_end
     return new, info

@@ -1,237 +1,180 @@
-"""Pyro ``MCMCKernel`` adapters (MALA, ULA, RandomWalkMH) over pyro-ebm's step functions.
+"""Kernels as objects: MALA, ULA, RandomWalkMH and HMC, each owning its parameters.
 
-Each kernel runs one chain inside :class:`pyro.infer.MCMC` (Pyro runs several chains in
-processes), using the same pure step functions, the same Metropolis-Hastings step and the same
-warmup adaptation as the vectorized runner :func:`~pyro_ebm.infer.sample`. Unlike Pyro's own
-``RandomWalkKernel``, initial parameters given to ``MCMC(initial_params=...)`` are honoured, and
-per-draw statistics are kept for :func:`pyro_ebm.diagnostics.to_arviz`.
+One class per algorithm serves both runners. Built bare (``MALA(step_size=0.1)``) a kernel
+configures the vectorized many-chain runner :func:`~pyro_ebm.infer.sample`; built on a Pyro
+``model=`` or a ``potential_fn=`` it is a :class:`pyro.infer.mcmc.MCMCKernel` that runs in
+:class:`pyro.infer.MCMC` (see :mod:`pyro_ebm.infer.pyro_adapter`). The string names ``"mala"``,
+``"ula"``, ``"rwmh"`` and ``"hmc"`` are aliases for the default objects.
+
+The protocol the runner uses (the BlackJAX/NumPyro pattern, see :class:`Kernel`):
+``needs_grad``, ``target_accept_prob``, ``init(energy_fn, position, event_dim) -> State``,
+``step(energy_fn, state, step_size, metric, generator, event_dim, **tuning) -> (State, Info)``
+and ``warmup_kernel`` (the kernel that runs during warmup: ULA warms up as MALA).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
+import operator
 from collections.abc import Callable
 
 import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
-from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
-from pyro.infer.mcmc.util import initialize_model
 from torch import Tensor
 
-from . import langevin, mala, rwmh
-from .adaptation import WarmupAdapter, find_initial_step_size
-from .base import State, init_state
+from . import hmc, langevin, mala, rwmh
+from .base import EnergyFn, Info, State, init_state
 from .metric import Metric
+from .pyro_adapter import PyroKernelAdapter
 
-__all__ = ["MALA", "ULA", "RandomWalkMH"]
-
-
-class _FlatPotential:
-    """Potential energy of a dict of unconstrained sites, as a function of one flat vector."""
-
-    def __init__(self, potential_fn: Callable, template: dict[str, Tensor]) -> None:
-        self.potential_fn = potential_fn
-        self.names = sorted(template)
-        self.shapes = [template[n].shape for n in self.names]
-        self.sizes = [s.numel() for s in self.shapes]
-
-    def pack(self, params: dict[str, Tensor]) -> Tensor:
-        return torch.cat([params[n].detach().reshape(-1) for n in self.names])
-
-    def unpack(self, flat: Tensor) -> dict[str, Tensor]:
-        parts = torch.split(flat, self.sizes, dim=-1)
-        return {n: p.reshape(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
-
-    def __call__(self, flat: Tensor) -> Tensor:
-        return self.potential_fn(self.unpack(flat))
+__all__ = ["HMC", "KERNELS", "MALA", "ULA", "Kernel", "RandomWalkMH", "as_kernel"]
 
 
-class _PyroEbmKernel(MCMCKernel):
-    _step = mala
-    _warmup_step = mala
+def _check_probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1); got {value!r}")
+    return float(value)
+
+
+def _check_positive(name: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+    return float(value)
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int (any integral type, numpy's included) of at least ``minimum``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from None
+    if out < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return out
+
+
+class Kernel(PyroKernelAdapter):
+    """Base of pyro-ebm's kernels: parameters, the vectorized protocol and the Pyro adapter.
+
+    Parameters
+    ----------
+    model, potential_fn:
+        At most one. Give one to run the kernel in :class:`pyro.infer.MCMC` (a Pyro model, or
+        a potential energy of a dict of tensors with ``MCMC(..., initial_params=...)``); give
+        neither to pass the kernel to :func:`~pyro_ebm.infer.sample`.
+    step_size:
+        Initial step size (default: a doubling search). In :func:`~pyro_ebm.infer.sample` a
+        tensor of shape ``(num_chains, *batch_shape)`` gives one per chain.
+    target_accept_prob:
+        Acceptance probability the step size is adapted towards (Pyro's name). Defaults:
+        RWMH 0.234, MALA/ULA 0.574, HMC 0.65.
+    adapt_step_size, adapt_mass_matrix:
+        Warmup adaptation switches.
+    dense_mass:
+        ``True`` for a dense mass matrix, ``False`` for a diagonal one; ``None`` (default) lets
+        the runner choose: dense up to :data:`DENSE_MAX_DIM` dimensions in the many-chain
+        runner (many chains make the estimate cheap and well conditioned), diagonal in
+        ``pyro.infer.MCMC`` (one chain per estimate, as Stan).
+    inv_mass:
+        A fixed inverse mass matrix (diagonal of the event shape, or dense ``(D, D)``); turns
+        off its adaptation.
+    transforms, max_plate_nesting, init_strategy:
+        As in :class:`pyro.infer.HMC` (used with ``model=``).
+    """
+
+    name = "kernel"
+    needs_grad = True
+    default_target_accept = 0.5
+    _module = mala
 
     def __init__(
         self,
         model: Callable | None = None,
         potential_fn: Callable | None = None,
         *,
-        step_size: float | None = None,
+        step_size: float | Tensor | None = None,
+        target_accept_prob: float | None = None,
         adapt_step_size: bool = True,
         adapt_mass_matrix: bool = True,
-        dense_mass: bool = False,
+        dense_mass: bool | None = None,
+        inv_mass: Tensor | None = None,
         transforms: dict | None = None,
         max_plate_nesting: int | None = None,
         init_strategy: Callable = init_to_uniform,
     ) -> None:
-        if (model is None) == (potential_fn is None):
-            raise ValueError("pass exactly one of `model` or `potential_fn`")
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size must be positive; got {step_size!r}")
-        self.model = model
-        self.potential_fn = potential_fn
-        self.transforms = transforms
+        if model is not None and potential_fn is not None:
+            raise ValueError("pass at most one of `model` or `potential_fn`")
+        if step_size is not None:
+            values = torch.as_tensor(step_size)
+            if not bool(torch.isfinite(values).all()) or not bool((values > 0).all()):
+                raise ValueError(f"step_size must be positive and finite; got {step_size!r}")
+        if target_accept_prob is None:
+            target_accept_prob = self.default_target_accept
+        self.target_accept_prob = _check_probability("target_accept_prob", target_accept_prob)
+        if dense_mass not in (None, True, False):
+            raise ValueError(f"dense_mass must be True, False or None (auto); got {dense_mass!r}")
         self.step_size = step_size
-        self.adapt_step_size = adapt_step_size
-        self.adapt_mass_matrix = adapt_mass_matrix
+        self.adapt_step_size = bool(adapt_step_size)
+        self.adapt_mass_matrix = bool(adapt_mass_matrix) and inv_mass is None
         self.dense_mass = dense_mass
-        self._max_plate_nesting = max_plate_nesting
-        self._init_strategy = init_strategy
-        self._initial_params: dict[str, Tensor] | None = None
-        self._reset()
-        super().__init__()
+        self.inv_mass = None if inv_mass is None else torch.as_tensor(inv_mass)
+        super().__init__(model, potential_fn, transforms, max_plate_nesting, init_strategy)
 
-    def _reset(self) -> None:
-        self._t = 0
-        self._warmup_steps = 0
-        self._state: State | None = None
-        self._flat: _FlatPotential | None = None
-        self._metric: Metric | None = None
-        self._adapter: WarmupAdapter | None = None
-        self._eps: Tensor | None = None
-        self._divergences: list[int] = []
-        self._stats: dict[str, list[float]] = {
-            "lp": [],
-            "acceptance_rate": [],
-            "step_size": [],
-            "diverging": [],
-        }
-        self._mean_accept = 0.0
-
+    # -- the vectorized protocol -------------------------------------------------------------
     @property
-    def initial_params(self) -> dict[str, Tensor] | None:
-        return self._initial_params
+    def warmup_kernel(self) -> Kernel:
+        """The kernel that runs during warmup (itself, except ULA's Metropolis-adjusted twin)."""
+        return self
 
-    @initial_params.setter
-    def initial_params(self, params: dict[str, Tensor]) -> None:
-        self._initial_params = params
+    def init(self, energy_fn: EnergyFn, position: Tensor, event_dim: int) -> State:
+        """The starting :class:`~pyro_ebm.infer.base.State` (energy, and gradient if needed)."""
+        return init_state(energy_fn, position, event_dim, with_grad=self.needs_grad)
 
-    def setup(self, warmup_steps: int, *args, **kwargs) -> None:
-        self._reset()
-        self._warmup_steps = warmup_steps
-        if self.model is not None:
-            init_params, potential_fn, transforms, _ = initialize_model(
-                self.model,
-                args,
-                kwargs,
-                transforms=self.transforms,
-                max_plate_nesting=self._max_plate_nesting,
-                init_strategy=self._init_strategy,
-                initial_params=self._initial_params,
-            )
-            self.potential_fn = potential_fn
-            self.transforms = transforms
-            self._initial_params = init_params
-        if not self._initial_params:
-            raise ValueError(
-                "initial_params are required with potential_fn: pass "
-                "MCMC(kernel, initial_params={name: tensor}, ...)"
-            )
-        self._flat = _FlatPotential(self.potential_fn, self._initial_params)
-        position = self._flat.pack(self._initial_params)
-        self._state = init_state(self._flat, position, 1, with_grad=self._step.NEEDS_GRAD)
-        self._metric = Metric(position.shape)
-        dtype, device = position.dtype, position.device
-        if self.step_size is None:
-            eps = self._initial_step_size()
-        else:
-            eps = torch.tensor(float(self.step_size), dtype=dtype, device=device)
-        self._eps = eps
-        self._adapter = WarmupAdapter(
-            warmup_steps,
-            eps,
-            self._warmup_step.TARGET_ACCEPT,
-            self._metric,
-            adapt_step_size=self.adapt_step_size,
-            adapt_mass_matrix=self.adapt_mass_matrix,
-            dense_mass=self.dense_mass,
-        )
+    def step(
+        self,
+        energy_fn: EnergyFn,
+        state: State,
+        step_size: Tensor,
+        metric: Metric,
+        generator: torch.Generator | None,
+        event_dim: int,
+        **tuning,
+    ) -> tuple[State, Info]:
+        """One transition of every chain (``tuning``: HMC's ``num_steps``)."""
+        return self._module.step(energy_fn, state, step_size, metric, generator, event_dim)
 
-    def _initial_step_size(self) -> Tensor:
-        state, metric, step = self._state, self._metric, self._warmup_step
-
-        def mean_accept(e: Tensor) -> float:
-            # averaged over a few proposals: one chain gives a noisy estimate
-            rates = [step.step(self._flat, state, e, metric, None, 1)[1] for _ in range(4)]
-            return sum(float(info.acceptance_rate) for info in rates) / 4
-
-        start = torch.tensor(1.0, dtype=state.energy.dtype, device=state.energy.device)
-        return find_initial_step_size(mean_accept, step.TARGET_ACCEPT, start)
-
-    def sample(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
-        flat = self._flat.pack(params)
-        if not torch.equal(flat, self._state.position):  # moved by someone else (e.g. Gibbs)
-            self._state = init_state(self._flat, flat, 1, with_grad=self._step.NEEDS_GRAD)
-        warmup = self._t < self._warmup_steps
-        step = self._warmup_step if warmup else self._step
-        self._state, info = step.step(self._flat, self._state, self._eps, self._metric, None, 1)
-        if warmup:
-            self._eps = self._adapter.update(self._t, self._state.position, info.acceptance_rate)
-            if self._t == self._warmup_steps - 1:
-                self._eps = self._adapter.final_step_size()
-        else:
-            n = self._t - self._warmup_steps
-            accept = float(info.acceptance_rate)
-            diverging = bool(info.diverging)
-            if diverging:
-                self._divergences.append(n)
-            self._mean_accept += (accept - self._mean_accept) / (n + 1)
-            self._stats["lp"].append(-float(self._state.energy))
-            self._stats["acceptance_rate"].append(accept)
-            self._stats["step_size"].append(float(self._eps))
-            self._stats["diverging"].append(float(diverging))
-        self._t += 1
-        return self._flat.unpack(self._state.position)
-
-    def logging(self) -> OrderedDict:
-        return OrderedDict(
-            [
-                ("step size", f"{float(self._eps):.2e}" if self._eps is not None else "-"),
-                ("acc. prob", f"{self._mean_accept:.3f}"),
-            ]
-        )
-
-    def diagnostics(self) -> dict:
-        return {
-            "divergences": list(self._divergences),
-            "acceptance rate": self._mean_accept,
-            "sample_stats": {k: list(v) for k, v in self._stats.items()},
-        }
-
-    def cleanup(self) -> None:
-        # keep the statistics for diagnostics(); drop only what holds the model closure
-        self._state = None
-
-    @property
-    def inverse_mass_matrix(self) -> Tensor | None:
-        return None if self._metric is None else self._metric.inv_mass
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target_accept_prob={self.target_accept_prob})"
 
 
-class MALA(_PyroEbmKernel):
-    """Metropolis-adjusted Langevin kernel for :class:`pyro.infer.MCMC`.
+class MALA(Kernel):
+    """Metropolis-adjusted Langevin kernel.
 
-    Proposal :math:`y = x - \\epsilon M^{-1}\\nabla U(x) + \\sqrt{2\\epsilon} L\\xi` on Pyro's
-    potential energy :math:`U` (unconstrained space), corrected by Metropolis-Hastings; one
-    potential+gradient evaluation per step. Warmup adapts the step size by dual averaging
-    towards acceptance 0.574 (Roberts & Rosenthal 1998) and a diagonal (or dense) mass matrix.
-
-    Parameters
-    ----------
-    model, potential_fn:
-        Exactly one: a Pyro model, or a potential energy of a dict of tensors (then give
-        ``MCMC(..., initial_params=...)``).
-    step_size:
-        Initial step size (default: a doubling search).
-    adapt_step_size, adapt_mass_matrix, dense_mass:
-        Warmup adaptation switches.
-    transforms, max_plate_nesting, init_strategy:
-        As in :class:`pyro.infer.HMC`.
+    Proposal :math:`y = x - \\epsilon M^{-1}\\nabla E(x) + \\sqrt{2\\epsilon} L\\xi`, corrected by
+    Metropolis-Hastings; one energy+gradient evaluation per step. Warmup adapts the step size
+    towards acceptance 0.574 (Roberts & Rosenthal 1998) and the mass matrix. Arguments as
+    :class:`Kernel`.
 
     Examples
     --------
-    >>> import pyro, torch
+    Bare, it configures the many-chain runner:
+
+    >>> import torch
+    >>> from pyro_ebm.infer import MALA, sample
+    >>> out = sample(lambda x: 0.5 * x.pow(2).sum(-1), 100, kernel=MALA(target_accept_prob=0.6),
+    ...              num_chains=8, event_shape=(2,), seed=0, progress_bar=False)
+    >>> out.samples.shape
+    torch.Size([8, 100, 2])
+
+    On a Pyro model it runs in ``pyro.infer.MCMC``:
+
+    >>> import pyro
     >>> import pyro.distributions as dist
     >>> from pyro.infer import MCMC
-    >>> from pyro_ebm.infer import MALA
     >>> def model():
     ...     pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
     >>> mcmc = MCMC(MALA(model), num_samples=100, warmup_steps=100, disable_progbar=True)
@@ -246,17 +189,20 @@ class MALA(_PyroEbmKernel):
     ['chain 0']
     """
 
-    _step = mala
-    _warmup_step = mala
+    name = "mala"
+    needs_grad = True
+    default_target_accept = mala.TARGET_ACCEPT
+    _module = mala
 
 
-class ULA(_PyroEbmKernel):
-    """Unadjusted Langevin kernel for :class:`pyro.infer.MCMC` (biased by :math:`O(\\epsilon)`).
+class ULA(Kernel):
+    """Unadjusted Langevin kernel (biased by :math:`O(\\epsilon)`).
 
-    :math:`x \\leftarrow x - \\epsilon M^{-1}\\nabla U(x) + \\sqrt{2\\epsilon} L\\xi`, every finite
-    move taken. Warmup uses the Metropolis-adjusted move to adapt the step size towards MALA's
-    0.574 so that a too-large step cannot blow up the chain; sampling is unadjusted. Arguments
-    as :class:`MALA`.
+    :math:`x \\leftarrow x - \\epsilon M^{-1}\\nabla E(x) + \\sqrt{2\\epsilon} L\\xi`, every finite
+    move taken. Warmup runs the Metropolis-adjusted move of the same proposal (MALA) to adapt the
+    step size towards ``target_accept_prob`` (default MALA's 0.574), so that a step that is
+    still too large cannot blow the chains up; sampling is unadjusted. The reported acceptance
+    is the would-be MALA acceptance, a bias diagnostic. Arguments as :class:`Kernel`.
 
     Examples
     --------
@@ -271,16 +217,31 @@ class ULA(_PyroEbmKernel):
     torch.Size([20, 2])
     """
 
-    _step = langevin
-    _warmup_step = mala
+    name = "ula"
+    needs_grad = True
+    default_target_accept = langevin.TARGET_ACCEPT
+    _module = langevin
+
+    @property
+    def warmup_kernel(self) -> Kernel:
+        twin = MALA(target_accept_prob=self.target_accept_prob)
+        return twin
+
+    def step(self, energy_fn, state, step_size, metric, generator, event_dim, **tuning):
+        """One ULA move; ``with_acceptance=False`` skips the would-be acceptance (NaN)."""
+        with_acceptance = tuning.get("with_acceptance", True)
+        return langevin.step(
+            energy_fn, state, step_size, metric, generator, event_dim, with_acceptance
+        )
 
 
-class RandomWalkMH(_PyroEbmKernel):
-    """Gaussian random-walk Metropolis-Hastings kernel for :class:`pyro.infer.MCMC`.
+class RandomWalkMH(Kernel):
+    """Gaussian random-walk Metropolis-Hastings kernel (no gradients).
 
-    :math:`y = x + \\epsilon L\\xi`, accepted with probability :math:`\\min(1, e^{U(x)-U(y)})`;
-    no gradients. Warmup adapts the scale towards acceptance 0.234 (Roberts, Gelman & Gilks
-    1997) and the mass matrix. Honours ``initial_params``. Arguments as :class:`MALA`.
+    :math:`y = x + \\epsilon L\\xi`, accepted with probability :math:`\\min(1, e^{E(x)-E(y)})`.
+    Warmup adapts the scale towards acceptance 0.234 (Roberts, Gelman & Gilks 1997) and the
+    mass matrix. Honours ``initial_params`` in ``pyro.infer.MCMC`` (Pyro's own
+    ``RandomWalkKernel`` does not). Arguments as :class:`Kernel`.
 
     Examples
     --------
@@ -295,5 +256,114 @@ class RandomWalkMH(_PyroEbmKernel):
     torch.Size([20, 2])
     """
 
-    _step = rwmh
-    _warmup_step = rwmh
+    name = "rwmh"
+    needs_grad = False
+    default_target_accept = rwmh.TARGET_ACCEPT
+    _module = rwmh
+
+
+class HMC(Kernel):
+    """Hamiltonian Monte Carlo with a ChEES-adapted trajectory length (or a fixed step count).
+
+    Each transition draws a momentum :math:`p \\sim N(0, M)`, integrates Hamilton's equations
+    with the leapfrog integrator and accepts the end point by Metropolis-Hastings (one
+    energy+gradient evaluation per leapfrog step).
+
+    Parameters
+    ----------
+    trajectory_length:
+        Integration time :math:`T`. ``None`` (default): adapted during the many-chain warmup
+        by the ChEES criterion (Hoffman, Radul & Sountsov 2021), with every transition's time
+        jittered uniformly in :math:`(0, T]`; in ``pyro.infer.MCMC`` (one chain, no ChEES)
+        :data:`SINGLE_CHAIN_TRAJECTORY` in the units of the adapted mass matrix, jittered the
+        same way.
+    num_steps:
+        A fixed number of leapfrog steps per transition instead (no jitter, no ChEES).
+    max_num_steps:
+        Cap on the leapfrog steps of one transition, so a small step size can never make a
+        transition hang. While the mass matrix is not yet estimated (early warmup) the cap is
+        :data:`EARLY_MAX_STEPS`.
+    max_energy_error:
+        A trajectory whose Hamiltonian error exceeds this is rejected and counted divergent.
+    target_accept_prob:
+        Default 0.65 (Beskos et al. 2013). Other arguments as :class:`Kernel`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyro_ebm.infer import HMC, sample
+    >>> out = sample(lambda x: 0.5 * x.pow(2).sum(-1), 50, kernel=HMC(num_steps=5),
+    ...              num_chains=4, event_shape=(3,), seed=0, progress_bar=False)
+    >>> sorted(out.stats)
+    ['acceptance_rate', 'diverging', 'energy', 'lp', 'n_steps', 'step_size']
+    """
+
+    name = "hmc"
+    needs_grad = True
+    default_target_accept = hmc.TARGET_ACCEPT
+    _module = hmc
+    EARLY_MAX_STEPS = 10
+    SINGLE_CHAIN_TRAJECTORY = 2.0
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        potential_fn: Callable | None = None,
+        *,
+        trajectory_length: float | None = None,
+        num_steps: int | None = None,
+        max_num_steps: int = 1024,
+        max_energy_error: float = 1000.0,
+        **kwargs,
+    ) -> None:
+        if trajectory_length is not None and num_steps is not None:
+            raise ValueError("pass at most one of `trajectory_length` or `num_steps`")
+        self.trajectory_length = _check_positive("trajectory_length", trajectory_length)
+        self.num_steps = None if num_steps is None else check_int("num_steps", num_steps)
+        self.max_num_steps = check_int("max_num_steps", max_num_steps)
+        self.max_energy_error = _check_positive("max_energy_error", max_energy_error)
+        super().__init__(model, potential_fn, **kwargs)
+
+    @property
+    def adapts_trajectory(self) -> bool:
+        """Whether warmup adapts the trajectory length (ChEES)."""
+        return self.num_steps is None and self.trajectory_length is None
+
+    def step(self, energy_fn, state, step_size, metric, generator, event_dim, **tuning):
+        """One HMC transition with ``tuning["num_steps"]`` leapfrog steps (default: fixed)."""
+        num_steps = tuning.get("num_steps") or self.num_steps or 10
+        return hmc.step(
+            energy_fn, state, step_size, metric, generator, event_dim,
+            num_steps=int(num_steps), max_energy_error=self.max_energy_error,
+        )  # fmt: skip
+
+    def leapfrog_steps(self, trajectory: float, step_size: float, early: bool) -> int:
+        """Steps for integration time ``trajectory`` at ``step_size``, within the caps."""
+        if self.num_steps is not None:
+            return self.num_steps
+        cap = min(self.EARLY_MAX_STEPS, self.max_num_steps) if early else self.max_num_steps
+        if not math.isfinite(trajectory / step_size):
+            return cap
+        return max(1, min(math.ceil(trajectory / step_size), cap))
+
+    def __repr__(self) -> str:
+        fixed = f", num_steps={self.num_steps}" if self.num_steps else ""
+        return f"HMC(target_accept_prob={self.target_accept_prob}{fixed})"
+
+
+KERNELS: dict[str, type[Kernel]] = {"rwmh": RandomWalkMH, "ula": ULA, "mala": MALA, "hmc": HMC}
+
+
+def as_kernel(kernel: str | Kernel, name: str = "kernel") -> Kernel:
+    """A kernel object from an alias (``"mala"`` ...) or a kernel object itself.
+
+    ``name`` is the argument named in the error message.
+    """
+    if isinstance(kernel, Kernel):
+        return kernel
+    if isinstance(kernel, str) and kernel in KERNELS:
+        return KERNELS[kernel]()
+    raise ValueError(
+        f"{name} must be one of {sorted(KERNELS)} or a kernel object (MALA(), HMC(), ...); "
+        f"got {kernel!r}"
+    )

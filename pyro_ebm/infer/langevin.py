@@ -1,6 +1,6 @@
 """Unadjusted Langevin algorithm (ULA) over a batch of chains.
 
-Algorithm 2 of the reference note, in our sign convention and preconditioned:
+Algorithm 2 of 'Energy Based Models' (June 2024), in our sign convention and preconditioned:
 
 .. math::
     x \\leftarrow x - \\epsilon M^{-1}\\nabla E(x) + \\sqrt{2\\epsilon}\\, L\\xi .
@@ -8,8 +8,9 @@ Algorithm 2 of the reference note, in our sign convention and preconditioned:
 Every finite move is taken (no Metropolis-Hastings correction, so the chain is biased by
 :math:`O(\\epsilon)`); a move to a non-finite energy or gradient is refused and counted as a
 divergence. The reported ``acceptance_rate`` is the MALA acceptance probability the move *would*
-have had, computed for free from the cached gradients: it is a bias diagnostic and drives the
-step-size adaptation (towards MALA's 0.574) during warmup.
+have had (the same :func:`pyro_ebm.infer.mala.log_ratio`), computed for free from the cached
+gradients: a bias diagnostic, and what drives the step-size adaptation (towards MALA's 0.574)
+during warmup.
 
 Reference: Roberts & Tweedie (1996), Bernoulli 2(4); Welling & Teh (2011) for its use with
 noisy gradients.
@@ -22,8 +23,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import EnergyFn, Info, State, energy_and_grad, select
-from .mala import langevin_log_q, langevin_proposal
+from . import mala
+from .base import EnergyFn, Info, State, acceptance_probability, energy_and_grad, randn_like, select
 from .metric import Metric
 
 __all__ = ["NEEDS_GRAD", "TARGET_ACCEPT", "step"]
@@ -46,20 +47,18 @@ def step(
     ``with_acceptance=False`` skips the would-be MALA acceptance (reported as NaN), for
     training loops that only need it as an occasional diagnostic.
     """
-    eps = step_size.reshape(step_size.shape + (1,) * event_dim)
-    position, log_q_forward = langevin_proposal(state, eps, metric, generator)
+    xi = randn_like(state.position, generator)
+    position = mala.proposal(state, step_size, metric, xi)
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
-    proposal = State(position, energy, grad)
-    if not with_acceptance:
+    proposed = State(position, energy, grad)
+    if with_acceptance:
+        would_accept, finite = acceptance_probability(
+            mala.log_ratio(state, proposed, step_size, metric, xi)
+        )
+    else:
         finite = torch.isfinite(energy) & torch.isfinite(grad).flatten(energy.dim()).all(-1)
-        new = select(finite, proposal, state, event_dim)
-        unknown = torch.full_like(energy, math.nan)
-        return new, Info(acceptance_rate=unknown, is_accepted=finite, diverging=~finite)
-    log_ratio = state.energy - energy + langevin_log_q(state, proposal, step_size, metric)
-    log_ratio = log_ratio - log_q_forward
-    # a non-finite energy or gradient at the proposal makes the ratio non-finite
-    finite = torch.isfinite(log_ratio)
-    would_accept = torch.where(finite, log_ratio, torch.zeros_like(log_ratio)).clamp(max=0.0).exp()
-    would_accept = torch.where(finite, would_accept, torch.zeros_like(would_accept))
-    new = select(finite, proposal, state, event_dim)
-    return new, Info(acceptance_rate=would_accept, is_accepted=finite, diverging=~finite)
+        would_accept = torch.full_like(energy, math.nan)
+    new = select(finite, proposed, state, event_dim)
+    info = Info(acceptance_rate=would_accept, is_accepted=finite, diverging=~finite)
+    info.proposal = proposed
+    return new, info

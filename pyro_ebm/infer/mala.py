@@ -1,4 +1,4 @@
-"""Metropolis-adjusted Langevin algorithm (MALA) over a batch of chains.
+"""Metropolis-adjusted Langevin algorithm (MALA) over a batch of chains: the one copy of its math.
 
 Proposal (preconditioned by :math:`M^{-1} = LL^\\top`, step size :math:`\\epsilon`):
 
@@ -6,8 +6,11 @@ Proposal (preconditioned by :math:`M^{-1} = LL^\\top`, step size :math:`\\epsilo
     y = x - \\epsilon M^{-1}\\nabla E(x) + \\sqrt{2\\epsilon}\\, L\\xi, \\qquad \\xi \\sim N(0, I),
 
 so :math:`\\log q(y \\mid x) = -\\lVert y - x + \\epsilon M^{-1} \\nabla E(x)\\rVert_M^2 /
-(4\\epsilon) + c`; the move is corrected by the shared Metropolis-Hastings step. The state
-caches :math:`E` and :math:`\\nabla E`, so each step costs exactly one energy+gradient call.
+(4\\epsilon) + c = -\\tfrac12 \\lVert\\xi\\rVert^2 + c`. :func:`log_ratio` is the
+Metropolis-Hastings log ratio :math:`E(x) - E(y) + \\log q(x \\mid y) - \\log q(y \\mid x)`; the
+eager step, the compiled transition (:mod:`pyro_ebm.infer.compiled`) and ULA's bias diagnostic
+all call these two functions. The state caches :math:`E` and :math:`\\nabla E`, so each step
+costs exactly one energy+gradient call.
 
 Reference: Roberts & Tweedie (1996), *Exponential convergence of Langevin distributions and
 their discrete approximations*, Bernoulli 2(4).
@@ -18,30 +21,54 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import EnergyFn, Info, State, energy_and_grad, metropolis_accept, per_chain, randn_like
+from .base import (
+    EnergyFn,
+    Info,
+    State,
+    energy_and_grad,
+    metropolis_select,
+    per_chain,
+    randn_like,
+    sum_event,
+)
 from .metric import Metric
 
-__all__ = ["NEEDS_GRAD", "TARGET_ACCEPT", "langevin_log_q", "langevin_proposal", "step"]
+__all__ = ["NEEDS_GRAD", "TARGET_ACCEPT", "langevin_log_q", "log_ratio", "proposal", "step"]
 
 TARGET_ACCEPT = 0.574
 NEEDS_GRAD = True
 
 
-def langevin_proposal(
-    state: State, eps: Tensor, metric: Metric, generator
-) -> tuple[Tensor, Tensor]:
-    """One Euler-Maruyama step of the (preconditioned) Langevin diffusion.
+def proposal(state: State, step_size: Tensor, metric: Metric, xi: Tensor) -> Tensor:
+    """One Euler-Maruyama step of the preconditioned Langevin diffusion, driven by noise ``xi``.
 
-    Returns the proposal and the forward log density :math:`\\log q(y \\mid x) =
-    -\\tfrac12\\lVert\\xi\\rVert^2` (up to a constant), which follows from the noise directly.
+    ``step_size`` is per chain (shape ``chain_shape``) or a scalar.
     """
-    xi = randn_like(state.position, generator)
+    eps = per_chain(step_size, metric.event_dim) if step_size.dim() else step_size
     drift = metric.inv_mul(state.grad)
-    # fused: x - eps * drift + sqrt(2 eps) * L xi
     position = torch.addcmul(state.position, eps, drift, value=-1.0)
-    position = torch.addcmul(position, (2 * eps).sqrt(), metric.scale_noise(xi))
-    log_q_forward = -0.5 * _sum_event(xi * xi, metric.event_dim)
-    return position, log_q_forward
+    return torch.addcmul(position, (2 * eps).sqrt(), metric.scale_noise(xi))
+
+
+def langevin_log_q(to: State, frm: State, step_size: Tensor, metric: Metric) -> Tensor:
+    """:math:`\\log q(\\text{to} \\mid \\text{frm})` up to a constant that cancels in MH."""
+    eps = per_chain(step_size, metric.event_dim) if step_size.dim() else step_size
+    residual = torch.addcmul(to.position - frm.position, eps, metric.inv_mul(frm.grad))
+    return metric.mass_norm_sq(residual) / (-4 * step_size)
+
+
+def log_ratio(
+    current: State, proposed: State, step_size: Tensor, metric: Metric, xi: Tensor
+) -> Tensor:
+    """MH log ratio :math:`E(x) - E(y) + \\log q(x\\mid y) - \\log q(y\\mid x)` per chain.
+
+    The forward density needs no solve: :math:`\\log q(y\\mid x) = -\\tfrac12\\lVert\\xi\\rVert^2`
+    for the noise ``xi`` that made the proposal. A non-finite energy or gradient at the
+    proposal makes the ratio non-finite.
+    """
+    log_q_back = langevin_log_q(current, proposed, step_size, metric)
+    log_q_forward = -0.5 * sum_event(xi * xi, metric.event_dim)
+    return current.energy - proposed.energy + log_q_back - log_q_forward
 
 
 def step(
@@ -53,20 +80,9 @@ def step(
     event_dim: int,
 ) -> tuple[State, Info]:
     """One MALA transition of every chain; returns the new state and per-chain diagnostics."""
-    eps = per_chain(step_size, event_dim)
-    position, log_q_forward = langevin_proposal(state, eps, metric, generator)
+    xi = randn_like(state.position, generator)
+    position = proposal(state, step_size, metric, xi)
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
-    proposal = State(position, energy, grad)
-    log_correction = langevin_log_q(state, proposal, step_size, metric) - log_q_forward
-    return metropolis_accept(state, proposal, log_correction, event_dim, generator)
-
-
-def langevin_log_q(to: State, frm: State, step_size: Tensor, metric: Metric) -> Tensor:
-    """:math:`\\log q(\\text{to} \\mid \\text{frm})` up to a constant that cancels in MH."""
-    eps = per_chain(step_size, metric.event_dim)
-    residual = torch.addcmul(to.position - frm.position, eps, metric.inv_mul(frm.grad))
-    return metric.mass_norm_sq(residual) / (-4 * step_size)
-
-
-def _sum_event(t: Tensor, event_dim: int) -> Tensor:
-    return t.sum(dim=tuple(range(-event_dim, 0))) if event_dim else t
+    proposed = State(position, energy, grad)
+    ratio = log_ratio(state, proposed, step_size, metric, xi)
+    return metropolis_select(state, proposed, ratio, event_dim, generator)

@@ -35,6 +35,7 @@ class Metric:
         self.kind = "identity"
         self.inv_mass = None
         self._scale = None  # diagonal sqrt(inv_mass) or dense Cholesky factor L
+        self._scale_inv = None  # dense: L^{-1} (matrix products are cheaper than solves)
         if inv_mass is not None:
             self.set(inv_mass)
 
@@ -48,12 +49,14 @@ class Metric:
             self._scale = inv_mass.sqrt()
         elif inv_mass.shape == (self.size, self.size):
             self.kind = "dense"
-            try:
-                self._scale = torch.linalg.cholesky(inv_mass)
-            except RuntimeError as err:
+            chol, info = torch.linalg.cholesky_ex(inv_mass)
+            if int(info) != 0 or not bool(torch.isfinite(chol).all()):
                 raise ValueError(
                     "inv_mass: a dense inverse mass matrix must be symmetric positive definite"
-                ) from err
+                )
+            self._scale = chol
+            eye = torch.eye(self.size, dtype=chol.dtype, device=chol.device)
+            self._scale_inv = torch.linalg.solve_triangular(chol, eye, upper=False)
         else:
             raise ValueError(
                 f"inv_mass must have shape {tuple(self.event_shape)} (diagonal) or "
@@ -90,8 +93,7 @@ class Metric:
         elif self.kind == "diag":
             z = r / self._scale
         else:
-            flat = self._flat(r).unsqueeze(-1)
-            z = torch.linalg.solve_triangular(self._scale, flat, upper=False).squeeze(-1)
+            z = self._flat(r) @ self._scale_inv.T
             return z.square().sum(-1)
         return (z * z).sum(dim=self._event_dims) if self.event_dim else z * z
 
@@ -101,9 +103,7 @@ class Metric:
             return xi
         if self.kind == "diag":
             return xi / self._scale
-        flat = self._flat(xi).unsqueeze(-1)
-        p = torch.linalg.solve_triangular(self._scale.T, flat, upper=True).squeeze(-1)
-        return self._unflat(p)
+        return self._unflat(self._flat(xi) @ self._scale_inv)
 
     def kinetic(self, p: Tensor) -> Tensor:
         """Kinetic energy :math:`\\tfrac12 p^\\top M^{-1} p` per chain."""
@@ -115,6 +115,19 @@ class Metric:
             z = self._flat(p) @ self._scale
             return 0.5 * z.square().sum(-1)
         return 0.5 * z.square().flatten(z.dim() - self.event_dim).sum(-1)
+
+    @classmethod
+    def diagonal(cls, event_shape: torch.Size, inv_mass: Tensor) -> Metric:
+        """A diagonal metric built without validation (inside compiled code, where a
+        data-dependent check would break the graph); ``inv_mass`` must be positive."""
+        metric = cls(event_shape)
+        metric.kind, metric.inv_mass, metric._scale = "diag", inv_mass, inv_mass.sqrt()
+        return metric
+
+    def dot(self, a: Tensor, b: Tensor) -> Tensor:
+        """Per-chain Euclidean inner product :math:`a^\\top b` over the event dimensions."""
+        prod = a * b
+        return prod.flatten(prod.dim() - self.event_dim).sum(-1) if self.event_dim else prod
 
     def state_dict(self) -> dict:
         return {"inv_mass": None if self.inv_mass is None else self.inv_mass.clone()}

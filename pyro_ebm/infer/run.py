@@ -1,32 +1,32 @@
-"""The vectorized many-chain runner: :func:`sample` drives a step function and returns Samples.
+"""The vectorized many-chain runner: :func:`sample` drives a kernel object and returns Samples.
 
 Thousands of independent chains advance together as one batch (the leftmost dimension), each
-with its own Metropolis-Hastings decision. Warmup adapts the step size by dual averaging and the
-mass matrix by pooled Welford estimates; both are frozen once warmup ends. A seeded run is
-bitwise reproducible, and :meth:`Samples.resume` continues a run exactly where it stopped.
+with its own Metropolis-Hastings decision and, after warmup, its own step size. Warmup
+(:mod:`pyro_ebm.infer.warmup`) survives starts far outside the posterior; the draws are then
+checked for convergence (:mod:`pyro_ebm.infer.convergence`). A seeded run is bitwise
+reproducible, and :meth:`Samples.resume` continues a run exactly where it stopped.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..parallel import rank_and_world
-from . import hmc, langevin, mala, rwmh
-from .adaptation import WarmupAdapter, find_initial_step_size
-from .base import State, init_state, module_dtype_device
+from .base import State, module_dtype_device
 from .compiled import compiled_or_eager
+from .convergence import check_convergence, warn_if_unconverged
+from .kernels import KERNELS, Kernel, as_kernel, check_int
 from .metric import Metric
+from .samples import Samples, per_draw
+from .warmup import run_warmup, search_step_size
 
 __all__ = ["KERNELS", "Samples", "resume", "sample"]
 
-KERNELS = {"rwmh": rwmh, "ula": langevin, "mala": mala, "hmc": hmc}
 _HMC_STATS = ("energy", "n_steps")
 
 
@@ -41,76 +41,12 @@ class _Target:
 
 @dataclass
 class _Config:
-    kernel: str
-    num_steps: int
-    trajectory_length: float | None
-    max_num_steps: int
-    jitter: float
-    max_energy_error: float
     thin: int
     sample_device: torch.device | None
     keep: bool
     progress_bar: bool
     compile: bool = False
-
-
-@dataclass
-class Samples:
-    """Draws of a vectorized run and their per-draw statistics.
-
-    Attributes
-    ----------
-    samples:
-        Tensor of shape ``(num_chains, num_samples, *batch_shape, *event_shape)`` (with
-        ``keep=False``: only the final states, ``(num_chains, *batch_shape, *event_shape)``).
-    stats:
-        Per-draw tensors of shape ``(num_chains, num_samples, *batch_shape)``: ``lp``
-        (:math:`-E(x)`), ``acceptance_rate``, ``step_size``, ``diverging`` and for HMC
-        ``energy`` (Hamiltonian) and ``n_steps``. With ``thin > 1`` a draw's
-        ``acceptance_rate`` is the mean over the thinned transitions and ``diverging`` says
-        whether any of them diverged.
-    step_size:
-        The adapted step size (shape ``()`` if shared, else ``(num_chains, *batch_shape)``).
-    inv_mass:
-        The adapted inverse mass matrix (``None`` for the identity).
-    kernel:
-        The kernel's name.
-    warmup_divergences:
-        Number of divergent transitions during warmup, per chain.
-    """
-
-    samples: Tensor
-    stats: dict[str, Tensor]
-    step_size: Tensor
-    inv_mass: Tensor | None
-    kernel: str
-    warmup_divergences: Tensor
-    _checkpoint: dict = field(repr=False, default_factory=dict)
-    _target: Any = field(repr=False, default=None)
-
-    @property
-    def num_chains(self) -> int:
-        return self.samples.shape[0]
-
-    def to_arviz(self, var_name: str = "x"):
-        """Convert to ``arviz.InferenceData`` (see :func:`pyro_ebm.diagnostics.to_arviz`)."""
-        from ..diagnostics import to_arviz  # the one module that imports arviz
-
-        return to_arviz(self, var_name=var_name)
-
-    def state_dict(self) -> dict:
-        """Everything needed to continue the run bitwise exactly (tensors and plain values)."""
-        return {k: v for k, v in self._checkpoint.items()}
-
-    def resume(self, num_samples: int, *, progress_bar: bool | None = None) -> Samples:
-        """Continue this run for ``num_samples`` more draws (no further warmup).
-
-        ``torch.cat`` of the old and new draws along dim 1 equals one run of the combined
-        length with the same seed.
-        """
-        if self._target is None:
-            raise ValueError("this Samples object holds no target; use pyro_ebm.infer.resume")
-        return resume(self._target, self.state_dict(), num_samples, progress_bar=progress_bar)
+    check_convergence: bool = True
 
 
 def _resolve_target(target, event_shape, init) -> _Target:
@@ -148,12 +84,6 @@ def _resolve_target(target, event_shape, init) -> _Target:
     return _Target(energy_fn, event_shape, batch_shape, dtype, device)
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return value
-
-
 def _make_generator(seed, device: torch.device) -> torch.Generator | None:
     if seed is None:
         return None
@@ -164,62 +94,29 @@ def _make_generator(seed, device: torch.device) -> torch.Generator | None:
     return gen
 
 
-def _initial_step_size(
-    kernel, energy_fn, state, metric, gen, event_dim, cfg_kwargs, target_accept
-) -> Tensor:
-    """Shared starting step size: proposals are evaluated but never taken."""
-
-    def mean_accept(e):
-        _, info = kernel.step(energy_fn, state, e, metric, gen, event_dim, **cfg_kwargs)
-        return float(info.acceptance_rate.mean())
-
-    start = torch.tensor(1.0, dtype=state.energy.dtype, device=state.energy.device)
-    return find_initial_step_size(mean_accept, target_accept, start)
-
-
-def _leapfrog_steps(cfg: _Config, eps: Tensor) -> int:
-    """Leapfrog steps per transition: fixed, or ``trajectory_length / step size`` (capped)."""
-    if cfg.trajectory_length is None:
-        return cfg.num_steps
-    steps = math.ceil(cfg.trajectory_length / float(eps.mean()))
-    return max(1, min(steps, cfg.max_num_steps))
-
-
-def _kernel_kwargs(cfg: _Config, host_gen, eps: Tensor) -> dict:
-    if cfg.kernel != "hmc":
-        return {}
-    return {
-        "num_steps": _leapfrog_steps(cfg, eps),
-        "jitter": cfg.jitter,
-        "max_energy_error": cfg.max_energy_error,
-        "host_generator": host_gen,
-    }
+def _host_generator(gen):
+    if gen is None or gen.device.type == "cpu":
+        return gen
+    host = torch.Generator()
+    host.manual_seed(int(gen.initial_seed()))
+    return host
 
 
 def sample(
     target,
     num_samples: int,
     *,
+    kernel: str | Kernel = "mala",
     num_chains: int = 4,
-    kernel: str = "mala",
     warmup_steps: int | None = None,
-    step_size: float | Tensor | None = None,
     init: Tensor | None = None,
     thin: int = 1,
     seed: int | torch.Generator | None = None,
     progress_bar: bool = True,
     event_shape: tuple[int, ...] | None = None,
-    adapt_step_size: bool = True,
-    per_chain_step_size: bool = False,
-    adapt_mass_matrix: bool = True,
-    dense_mass: bool = False,
-    inv_mass: Tensor | None = None,
-    num_steps: int | None = None,
-    trajectory_length: float | None = None,
-    max_num_steps: int = 1024,
-    jitter: float | None = None,
-    max_energy_error: float = 1000.0,
     keep: bool = True,
+    restart_chains: bool = True,
+    check_convergence: bool = True,
     sample_device: torch.device | str | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -236,15 +133,16 @@ def sample(
         batch element of every chain is an independent chain).
     num_samples:
         Draws kept per chain (after thinning).
+    kernel:
+        A kernel object (:class:`~pyro_ebm.infer.MALA`, :class:`~pyro_ebm.infer.HMC`,
+        :class:`~pyro_ebm.infer.RandomWalkMH`, :class:`~pyro_ebm.infer.ULA`) carrying its own
+        settings (step size, target acceptance, mass matrix, trajectory), or one of the aliases
+        ``"mala"``, ``"hmc"``, ``"rwmh"``, ``"ula"`` for the defaults.
     num_chains:
         Independent chains run as one batch.
-    kernel:
-        ``"rwmh"``, ``"ula"``, ``"mala"`` or ``"hmc"``.
     warmup_steps:
-        Adaptation steps, discarded (default ``max(num_samples, 100)``).
-    step_size:
-        Initial step size (a float, or a tensor of shape ``(num_chains, *batch_shape)``);
-        found by a doubling heuristic when ``None``.
+        Adaptation steps, discarded (default ``max(num_samples, 500)``); see
+        :mod:`pyro_ebm.infer.warmup` for what happens in them.
     init:
         Starting points of shape ``(num_chains, *batch_shape, *event_shape)``; standard normal
         when ``None``.
@@ -254,35 +152,29 @@ def sample(
         An int or a ``torch.Generator``: a seeded run is bitwise reproducible. ``None`` uses
         torch's global generator (so ``pyro.set_rng_seed`` applies).
     progress_bar:
-        Show a tqdm bar with the acceptance rate and divergence count.
+        Show a tqdm bar with the acceptance rate, divergences and warmup restarts.
     event_shape:
         Needed when neither the target nor ``init`` tells it.
-    adapt_step_size, per_chain_step_size:
-        Dual averaging during warmup; one step size per chain or one shared.
-    adapt_mass_matrix, dense_mass, inv_mass:
-        Welford estimation of a diagonal (or dense) inverse mass matrix during warmup; or a
-        fixed ``inv_mass``.
-    num_steps, trajectory_length, max_num_steps, jitter, max_energy_error:
-        HMC leapfrog steps per transition, or instead a trajectory length (integration time;
-        steps = length / step size, at most ``max_num_steps``, so a collapsing step size can
-        never make a transition hang), the random reduction fraction of the steps, and the
-        energy error beyond which a trajectory counts as divergent. Default: trajectory
-        length :math:`\\pi/2` (a quarter period at the unit scale the mass matrix adapts to)
-        with jitter 0.5; an explicit ``num_steps`` means exactly that many (jitter 0).
     keep:
-        ``False`` returns only the final states (for training loops): no draw history.
+        ``False`` keeps only the last draw of each chain (for training loops): ``samples`` has
+        ``num_samples`` 1 and no convergence check runs.
+    restart_chains:
+        Restart lost or stuck chains from healthy ones during warmup (default on).
+    check_convergence:
+        After sampling, compute R-hat and ESS and warn (:class:`ConvergenceWarning`) when the
+        chains have not mixed.
     sample_device:
         Where kept draws are stored (e.g. ``"cpu"`` while chains run on a GPU).
     device, dtype:
         Where and in which precision the chains run (default: from ``init`` or the energy).
     shard_chains:
         Under ``torch.distributed`` (e.g. ``torchrun``), each rank runs ``num_chains / world``
-        of the chains (seed ``seed + rank``, its slice of ``init``) and the draws of all ranks
-        are gathered, so every rank returns all chains. See also :func:`sample_parallel`.
+        of the chains (seed ``seed + rank``, its slice of ``init`` and of a per-chain step
+        size) and the draws of all ranks are gathered, so every rank returns all chains.
     compile:
-        Run each transition as one fused ``torch.compile``-d function (MALA, ULA, RWMH with a
-        diagonal mass matrix): the same draws up to float rounding, faster once compiled; falls
-        back to the eager step with a warning where compilation is unavailable.
+        Run each transition as one fused ``torch.compile``-d function (MALA, ULA, RWMH): the
+        same draws up to float rounding, faster once compiled; falls back to the eager step
+        with a warning where compilation is unavailable.
 
     Returns
     -------
@@ -291,35 +183,26 @@ def sample(
     Examples
     --------
     >>> import torch
-    >>> from pyro_ebm.infer import sample
+    >>> from pyro_ebm.infer import MALA, sample
     >>> energy = lambda x: 0.5 * x.pow(2).sum(-1)
     >>> out = sample(energy, 200, num_chains=8, event_shape=(2,), seed=0, progress_bar=False)
     >>> out.samples.shape
     torch.Size([8, 200, 2])
     >>> sorted(out.stats)
     ['acceptance_rate', 'diverging', 'lp', 'step_size']
+    >>> out = sample(energy, 50, kernel=MALA(step_size=0.5, adapt_step_size=False),
+    ...              num_chains=4, event_shape=(2,), seed=0, progress_bar=False,
+    ...              check_convergence=False)
+    >>> float(out.step_size)
+    0.5
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {sorted(KERNELS)}; got {kernel!r}")
-    _check_positive_int("num_samples", num_samples)
-    _check_positive_int("num_chains", num_chains)
-    _check_positive_int("thin", thin)
-    if num_steps is None and trajectory_length is None:
-        # after mass-matrix adaptation the target has roughly unit scale: a quarter period of
-        # a unit Gaussian, randomized, decorrelates without the periodicity of fixed lengths
-        trajectory_length = math.pi / 2
-    if jitter is None:
-        jitter = 0.0 if num_steps is not None else 0.5
-    num_steps = 10 if num_steps is None else num_steps
-    _check_positive_int("num_steps", num_steps)
-    _check_positive_int("max_num_steps", max_num_steps)
-    if trajectory_length is not None and not (0 < trajectory_length < math.inf):
-        raise ValueError(f"trajectory_length must be positive; got {trajectory_length!r}")
+    kern = as_kernel(kernel)
+    num_samples = check_int("num_samples", num_samples)
+    num_chains = check_int("num_chains", num_chains)
+    thin = check_int("thin", thin)
     if warmup_steps is None:
-        warmup_steps = max(num_samples, 100)
-    _check_positive_int("warmup_steps", warmup_steps, minimum=0)
-    if not 0.0 <= jitter < 1.0:
-        raise ValueError(f"jitter must be in [0, 1); got {jitter!r}")
+        warmup_steps = max(num_samples, 500)
+    warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     rank, world = rank_and_world()
     shard = world > 1 and shard_chains
     if shard and num_chains % world:
@@ -333,124 +216,123 @@ def sample(
     if dtype is not None:
         tgt.dtype = dtype
     chain_shape = torch.Size((num_chains,)) + tgt.batch_shape
-    if init is None:
-        position = torch.randn(
-            chain_shape + tgt.event_shape,
-            dtype=tgt.dtype,
-            device=tgt.device,
-            generator=_make_generator(seed, tgt.device),
-        )
-    else:
-        position = torch.as_tensor(init).to(dtype=tgt.dtype, device=tgt.device)
-        if position.shape != chain_shape + tgt.event_shape:
-            raise ValueError(
-                f"init must have shape (num_chains, *batch_shape, *event_shape) = "
-                f"{tuple(chain_shape + tgt.event_shape)}; got {tuple(position.shape)}"
-            )
-    if shard:  # this rank's chains, and a seed of its own
+    position = _initial_positions(init, chain_shape, tgt, seed)
+    eps = _given_step_size(kern, chain_shape, tgt)
+    if shard:  # this rank's chains, its slice of per-chain settings and a seed of its own
         local = num_chains // world
         position = position[rank * local : (rank + 1) * local]
+        if eps is not None and eps.dim():
+            eps = eps[rank * local : (rank + 1) * local]
         chain_shape = torch.Size((local,)) + tgt.batch_shape
         if isinstance(seed, int):
             seed = seed + rank
     gen = _make_generator(seed, tgt.device)
     cfg = _Config(
-        kernel=kernel,
-        num_steps=num_steps,
-        trajectory_length=None if trajectory_length is None else float(trajectory_length),
-        max_num_steps=max_num_steps,
-        jitter=float(jitter),
-        max_energy_error=float(max_energy_error),
         thin=thin,
         sample_device=None if sample_device is None else torch.device(sample_device),
-        keep=keep,
-        progress_bar=progress_bar,
+        keep=bool(keep),
+        progress_bar=bool(progress_bar),
         compile=bool(compile),
+        check_convergence=bool(check_convergence),
     )
-    module = KERNELS[kernel]
     event_dim = len(tgt.event_shape)
-    state = init_state(tgt.energy_fn, position, event_dim, with_grad=module.NEEDS_GRAD)
-    metric = Metric(tgt.event_shape, None if inv_mass is None else torch.as_tensor(inv_mass))
-    metric = metric.to(dtype=tgt.dtype, device=tgt.device)
-    host_gen = _host_generator(gen)
-    kwargs = _kernel_kwargs(cfg, host_gen, torch.ones(()))
-    if step_size is None:
-        eps = _initial_step_size(
-            module, tgt.energy_fn, state, metric, gen, event_dim, kwargs, module.TARGET_ACCEPT
-        )
-    else:
-        eps = torch.as_tensor(step_size, dtype=tgt.dtype, device=tgt.device)
-        if not bool((eps > 0).all()) or not bool(torch.isfinite(eps).all()):
-            raise ValueError(f"step_size must be positive and finite; got {step_size!r}")
-        if eps.dim() and eps.shape != chain_shape:
-            raise ValueError(
-                f"step_size must be a float or a tensor of shape {tuple(chain_shape)}; "
-                f"got shape {tuple(eps.shape)}"
-            )
-    kwargs = _kernel_kwargs(cfg, host_gen, eps)
-    if per_chain_step_size and adapt_step_size and eps.dim() == 0:
+    state = kern.init(tgt.energy_fn, position, event_dim)
+    metric = Metric(tgt.event_shape, None if kern.inv_mass is None else kern.inv_mass.to(position))
+    if eps is None:
+        eps = _search_initial_step_size(kern, tgt, state, metric, gen)
+    if eps.dim() == 0 and kern.adapt_step_size and warmup_steps:
         eps = eps.expand(chain_shape).clone()
-    warm_div = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
+    host_gen = _host_generator(gen)
+    restarts = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
+    warm_div = torch.zeros_like(restarts)
+    length = None
+    if kern.name == "hmc" and kern.num_steps is None:
+        length = kern.trajectory_length or kern.SINGLE_CHAIN_TRAJECTORY
     if warmup_steps:
-        state, eps, warm_div = _warmup(
-            module, tgt, state, eps, metric, gen, kwargs, cfg, warmup_steps,
-            adapt_step_size=adapt_step_size,
-            adapt_mass_matrix=adapt_mass_matrix,
-            dense_mass=dense_mass,
+        bar = tqdm(total=warmup_steps, desc="warmup", disable=not cfg.progress_bar, leave=False)
+        result = run_warmup(
+            kern, tgt.energy_fn, state, eps, metric, gen, event_dim, warmup_steps,
+            restart=restart_chains, progress=_progress(bar, warmup_steps),
+            step=_stepper(kern.warmup_kernel, tgt, cfg),
         )  # fmt: skip
-    out = _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div)
-    return _gather(out) if shard else out
+        bar.close()
+        state, eps, restarts, warm_div = (
+            result.state, result.step_size, result.restarts, result.divergences,
+        )  # fmt: skip
+        if result.trajectory_length is not None:
+            length = result.trajectory_length
+    out = _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length)
+    out.warmup_divergences, out.warmup_restarts = warm_div, restarts
+    out._checkpoint["warmup_done"] = True
+    if shard:
+        out = _gather(out)
+    _check(out, cfg, event_dim)
+    return out
 
 
-def _host_generator(gen):
-    if gen is None or gen.device.type == "cpu":
-        return gen
-    host = torch.Generator()
-    host.manual_seed(int(gen.initial_seed()))
-    return host
+def _initial_positions(init, chain_shape: torch.Size, tgt: _Target, seed) -> Tensor:
+    if init is None:
+        return torch.randn(
+            chain_shape + tgt.event_shape,
+            dtype=tgt.dtype,
+            device=tgt.device,
+            generator=_make_generator(seed, tgt.device),
+        )
+    position = torch.as_tensor(init).to(dtype=tgt.dtype, device=tgt.device)
+    if position.shape != chain_shape + tgt.event_shape:
+        raise ValueError(
+            f"init must have shape (num_chains, *batch_shape, *event_shape) = "
+            f"{tuple(chain_shape + tgt.event_shape)}; got {tuple(position.shape)}"
+        )
+    return position
 
 
-def _warmup(
-    module, tgt, state, eps, metric, gen, kwargs, cfg, warmup_steps, *,
-    adapt_step_size, adapt_mass_matrix, dense_mass,
-):  # fmt: skip
+def _given_step_size(kern: Kernel, chain_shape: torch.Size, tgt: _Target) -> Tensor | None:
+    if kern.step_size is None:
+        return None
+    eps = torch.as_tensor(kern.step_size, dtype=tgt.dtype, device=tgt.device)
+    if eps.dim() and eps.shape != chain_shape:
+        raise ValueError(
+            f"step_size must be a float or a tensor of shape (num_chains, *batch_shape) = "
+            f"{tuple(chain_shape)}; got shape {tuple(eps.shape)}"
+        )
+    return eps.clone()
+
+
+def _search_initial_step_size(kern: Kernel, tgt: _Target, state, metric, gen) -> Tensor:
+    """A shared start where the median chain accepts at the target (proposals not taken)."""
+    warm = kern.warmup_kernel
     event_dim = len(tgt.event_shape)
-    if module is langevin:
-        # ULA warms up with the Metropolis-adjusted move of the same proposal, so that a step
-        # size that is still too large cannot throw the chains to infinity before adaptation.
-        module = mala
-    step = _stepper(module, tgt, metric, cfg)
-    adapter = WarmupAdapter(
-        warmup_steps, eps, module.TARGET_ACCEPT, metric,
-        adapt_step_size=adapt_step_size,
-        adapt_mass_matrix=adapt_mass_matrix,
-        dense_mass=dense_mass,
-    )  # fmt: skip
-    diverged = torch.zeros(state.energy.shape, dtype=torch.long, device=state.energy.device)
-    bar = tqdm(range(warmup_steps), desc="warmup", disable=not cfg.progress_bar, leave=False)
-    for i in bar:
-        state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
-        diverged += info.diverging
-        eps = adapter.update(i, state.position, info.acceptance_rate)
-        if cfg.trajectory_length is not None and "num_steps" in kwargs:
-            kwargs["num_steps"] = _leapfrog_steps(cfg, eps)
-        if cfg.progress_bar and (i % 25 == 0 or i == warmup_steps - 1):
-            _postfix(bar, info, diverged)
-    return state, adapter.final_step_size(), diverged
+    tuning = {"num_steps": 1} if kern.name == "hmc" else {}
+
+    def accept_at(e: Tensor) -> Tensor:
+        return warm.step(tgt.energy_fn, state, e, metric, gen, event_dim, **tuning)[
+            1
+        ].acceptance_rate
+
+    start = torch.ones((), dtype=state.energy.dtype, device=state.energy.device)
+    return search_step_size(accept_at, warm.target_accept_prob, start)
 
 
-def _stepper(module, tgt, metric, cfg):
+def _stepper(kern: Kernel, tgt: _Target, cfg: _Config):
     """The kernel's eager step, or its compiled twin when ``compile=True``."""
     if not cfg.compile:
-        return module.step
-    name = next(k for k, v in KERNELS.items() if v is module)
-    return compiled_or_eager(name, module, tgt.energy_fn, metric, len(tgt.event_shape))
+        return kern.step
+    return compiled_or_eager(kern, tgt.energy_fn, tgt.event_shape)
 
 
-def _postfix(bar, info, diverged) -> None:
-    bar.set_postfix(
-        accept=f"{float(info.acceptance_rate.mean()):.2f}", divergences=int(diverged.sum())
-    )
+def _progress(bar, total: int):
+    def update(i, info, diverged, restarts) -> None:
+        bar.update()
+        if bar.disable or not (i % 25 == 0 or i == total - 1):
+            return
+        bar.set_postfix(
+            accept=f"{float(info.acceptance_rate.nanmean()):.2f}",
+            divergences=int(diverged.sum()),
+            restarts=int(restarts.sum()),
+        )
+
+    return update
 
 
 class _Recorder:
@@ -487,57 +369,65 @@ class _Recorder:
         self.filled += n
 
 
-def _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm_div) -> Samples:
+def _hmc_steps(kern: Kernel, length: float | None, eps: Tensor, host_gen) -> dict:
+    """Leapfrog steps of one sampling transition: fixed, or a jittered share of ``length``."""
+    if kern.name != "hmc":
+        return {}
+    if kern.num_steps is not None:
+        return {"num_steps": kern.num_steps}
+    jitter = 1.0 - float(torch.rand((), generator=host_gen))  # in (0, 1]
+    return {"num_steps": kern.leapfrog_steps(jitter * length, float(eps.median()), False)}
+
+
+def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length) -> Samples:
     event_dim = len(tgt.event_shape)
-    kwargs = _kernel_kwargs(cfg, host_gen, eps)
     chain_shape = state.energy.shape
     store = cfg.sample_device or tgt.device
     names = ["potential", "acceptance_rate", "diverging"]
-    if cfg.kernel == "hmc":
+    is_hmc = kern.name == "hmc"
+    if is_hmc:
         names += list(_HMC_STATS)
-    shape = chain_shape[:1] + (num_samples,) + chain_shape[1:]
-    rec = _Recorder(names, shape, tgt.event_shape, tgt.dtype, store) if cfg.keep else None
-    eps_full = eps.expand(chain_shape) if eps.dim() == 0 else eps
+    kept = num_samples if cfg.keep else 1
+    shape = chain_shape[:1] + (kept,) + chain_shape[1:]
+    rec = _Recorder(names, shape, tgt.event_shape, tgt.dtype, store)
     diverged = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
-    bar = tqdm(range(num_samples), desc=f"sample ({cfg.kernel})", disable=not cfg.progress_bar)
-    step = _stepper(module, tgt, metric, cfg)
+    bar = tqdm(range(num_samples), desc=f"sample ({kern.name})", disable=not cfg.progress_bar)
+    step = _stepper(kern, tgt, cfg)
+    zero = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
+    update = _progress(bar, num_samples)
     for j in bar:
-        state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
-        accept, any_div = info.acceptance_rate, info.diverging
-        if cfg.thin > 1:
-            for _ in range(cfg.thin - 1):
-                state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **kwargs)
-                accept = accept + info.acceptance_rate
-                any_div = any_div | info.diverging
-            accept = accept / cfg.thin
-        if rec is not None:
+        accept = torch.zeros_like(state.energy)
+        any_div = torch.zeros(chain_shape, dtype=torch.bool, device=tgt.device)
+        for _ in range(cfg.thin):
+            tuning = _hmc_steps(kern, length, eps, host_gen)
+            state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **tuning)
+            accept = accept + info.acceptance_rate
+            any_div = any_div | info.diverging
+        accept = accept / cfg.thin
+        if cfg.keep or j == num_samples - 1:
             row = {"x": state.position, "potential": state.energy, "acceptance_rate": accept,
                    "diverging": any_div}  # fmt: skip
-            if cfg.kernel == "hmc":
+            if is_hmc:
                 row["energy"], row["n_steps"] = info.energy, info.n_steps
             rec.append(row)
         if cfg.progress_bar:
             diverged += any_div
-            if j % 25 == 0 or j == num_samples - 1:
-                _postfix(bar, info, diverged)
-    stats: dict[str, Tensor] = {}
-    draws = None
-    if rec is not None:
-        rec.flush()
-        draws = rec.out.pop("x")
-        stats["lp"] = -rec.out.pop("potential")
-        stats["acceptance_rate"] = rec.out.pop("acceptance_rate")
-        stats["step_size"] = eps_full.to(store).unsqueeze(1).expand(shape).clone()
-        stats["diverging"] = rec.out.pop("diverging")
-        stats.update(rec.out)
-    if not cfg.keep:
-        draws = state.position.to(store)
+            update(j, info, diverged, zero)
+    rec.flush()
+    draws = rec.out.pop("x")
+    stats: dict[str, Tensor] = {"lp": -rec.out.pop("potential")}
+    stats["acceptance_rate"] = rec.out.pop("acceptance_rate")
+    eps_full = eps.expand(chain_shape) if eps.dim() == 0 else eps
+    stats["step_size"] = per_draw(eps_full.to(store), shape)
+    stats["diverging"] = rec.out.pop("diverging")
+    stats.update(rec.out)
     checkpoint = {
-        "kernel": cfg.kernel,
+        "kernel": kern,
         "position": state.position,
         "energy": state.energy,
         "grad": state.grad,
         "step_size": eps,
+        "trajectory_length": length,
         "metric": metric.state_dict(),
         "generator": None if gen is None else gen.get_state(),
         "host_generator": None if host_gen is None or host_gen is gen else host_gen.get_state(),
@@ -550,21 +440,29 @@ def _draw(module, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, warm
         stats=stats,
         step_size=eps,
         inv_mass=metric.inv_mass,
-        kernel=cfg.kernel,
-        warmup_divergences=warm_div,
+        kernel=kern.name,
+        warmup_divergences=torch.zeros(chain_shape, dtype=torch.long, device=tgt.device),
+        trajectory_length=length,
         _checkpoint=checkpoint,
         _target=tgt,
     )
 
 
+def _check(out: Samples, cfg: _Config, event_dim: int) -> None:
+    if not (cfg.keep and cfg.check_convergence):
+        return
+    out.convergence = check_convergence(out.samples, out.stats["lp"], event_dim)
+    warn_if_unconverged(out.convergence, out.kernel)
+
+
 def resume(target, state_dict: dict, num_samples: int, *, progress_bar: bool | None = None):
     """Continue a run from :meth:`Samples.state_dict` for ``num_samples`` more draws.
 
-    ``target`` is the energy or distribution sampled originally. The adapted step size and
-    mass matrix are reused and the generator state restored, so the continuation is bitwise
-    identical to one longer run.
+    ``target`` is the energy or distribution sampled originally. The adapted step sizes,
+    trajectory length and mass matrix are reused and the generator state restored, so the
+    continuation is bitwise identical to one longer run.
     """
-    _check_positive_int("num_samples", num_samples)
+    num_samples = check_int("num_samples", num_samples)
     sd = state_dict
     if isinstance(target, _Target):
         energy_fn = target.energy_fn
@@ -581,7 +479,7 @@ def resume(target, state_dict: dict, num_samples: int, *, progress_bar: bool | N
     cfg = _Config(**sd["config"])
     if progress_bar is not None:
         cfg.progress_bar = progress_bar
-    module = KERNELS[sd["kernel"]]
+    kern = as_kernel(sd["kernel"])
     state = State(sd["position"], sd["energy"], sd["grad"])
     metric = Metric(tgt.event_shape)
     metric.load_state_dict(sd["metric"])
@@ -593,9 +491,12 @@ def resume(target, state_dict: dict, num_samples: int, *, progress_bar: bool | N
         if sd["host_generator"] is not None:
             host_gen = torch.Generator()
             host_gen.set_state(sd["host_generator"])
-    warm = torch.zeros(state.energy.shape, dtype=torch.long, device=tgt.device)
-    out = _draw(module, tgt, state, sd["step_size"], metric, gen, host_gen, cfg, num_samples, warm)
-    return _gather(out) if sd.get("sharded") else out
+    out = _draw(kern, tgt, state, sd["step_size"], metric, gen, host_gen, cfg, num_samples,
+                sd["trajectory_length"])  # fmt: skip
+    if sd.get("sharded"):
+        out = _gather(out)
+    _check(out, cfg, len(tgt.event_shape))
+    return out
 
 
 def _all_gather_chains(t: Tensor) -> Tensor:
@@ -606,11 +507,12 @@ def _all_gather_chains(t: Tensor) -> Tensor:
 
 def _gather(out: Samples) -> Samples:
     """Join every rank's chains into one Samples (chain order: rank 0's first)."""
-    per_chain_eps = out.step_size.dim() > 0
     out.samples = _all_gather_chains(out.samples)
     out.stats = {k: _all_gather_chains(v) for k, v in out.stats.items()}
     out.warmup_divergences = _all_gather_chains(out.warmup_divergences)
-    if per_chain_eps:
+    if out.warmup_restarts is not None:
+        out.warmup_restarts = _all_gather_chains(out.warmup_restarts)
+    if out.step_size.dim() > 0:
         out.step_size = _all_gather_chains(out.step_size)
     out._checkpoint["sharded"] = True  # this rank's own state; resume gathers again
     return out

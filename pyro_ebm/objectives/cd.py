@@ -25,9 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice, check_int, check_positive_float
-from ..infer import langevin, mala
+from ..infer import mala
 from ..infer.base import init_state
 from ..infer.compiled import compiled_or_eager
+from ..infer.kernels import KERNELS
 from ..infer.metric import Metric
 from .base import LossOutput, Objective
 from .buffers import ReplayBuffer
@@ -35,7 +36,7 @@ from .buffers import ReplayBuffer
 __all__ = ["ContrastiveDivergence"]
 
 MODES = ("persistent", "short_run", "data")
-SAMPLERS = {"ula": langevin, "mala": mala}
+SAMPLERS = ("ula", "mala")
 
 
 class _ClampGrad(torch.autograd.Function):
@@ -155,14 +156,14 @@ class ContrastiveDivergence(Objective):
         start = start.to(data)
         event_dim = data.dim() - 1
         fn = self._sampling_energy(energy)
-        kernel = SAMPLERS[self.sampler]
+        kernel = KERNELS[self.sampler]()  # a kernel object: ULA() or MALA()
         eps = self.log_step_size.exp().to(data)
         metric = Metric(data.shape[1:])
         step = kernel.step
         if self.compile:  # one compiled transition per energy, kept across training steps
             key = id(energy)
             if key not in self._compiled:
-                self._compiled[key] = compiled_or_eager(self.sampler, kernel, fn, metric, event_dim)
+                self._compiled[key] = compiled_or_eager(kernel, fn, data.shape[1:])
             step = self._compiled[key]
         state = init_state(fn, start, event_dim, with_grad=True)
         accept = torch.zeros((), dtype=data.dtype, device=data.device)
@@ -170,7 +171,9 @@ class ContrastiveDivergence(Objective):
         lean = self.sampler == "ula" and not self.compile
         for i in range(self.num_steps):
             if lean and i < self.num_steps - 1:
-                state, info = step(fn, state, eps, metric, generator, event_dim, False)
+                state, info = step(
+                    fn, state, eps, metric, generator, event_dim, with_acceptance=False
+                )
                 continue
             state, info = step(fn, state, eps, metric, generator, event_dim)
             accept = accept + info.acceptance_rate.mean()

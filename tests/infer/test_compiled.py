@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyro_ebm.energies import GaussianEnergy
-from pyro_ebm.infer import sample
+from pyro_ebm.infer import HMC, MALA, mala, sample
 
 
 def _gaussian():
@@ -25,9 +25,29 @@ def test_compiled_path_matches_eager(kernel):
     assert compiled.step_size.grad_fn is None
 
 
+@pytest.mark.parametrize("dense", [True, False])
+def test_both_paths_call_the_one_mala_log_ratio(monkeypatch, dense):
+    calls = {"n": 0}
+    original = mala.log_ratio
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mala, "log_ratio", counted)
+    kw = dict(num_chains=8, kernel=MALA(dense_mass=dense), warmup_steps=60, seed=1,
+              progress_bar=False)  # fmt: skip
+    eager = sample(_gaussian(), 10, **kw)
+    eager_calls, calls["n"] = calls["n"], 0
+    assert eager_calls >= 70  # every warmup and sampling transition
+    compiled = sample(_gaussian(), 10, compile=True, **kw)
+    assert calls["n"] >= 1  # traced into each compiled transition (one per metric kind)
+    torch.testing.assert_close(compiled.samples, eager.samples, rtol=1e-7, atol=1e-9)
+
+
 def test_unsupported_kernel_warns_and_runs_eagerly():
     with pytest.warns(UserWarning, match="running 'hmc' eagerly"):
-        out = sample(_gaussian(), 5, num_chains=4, kernel="hmc", warmup_steps=0, step_size=0.3,
+        out = sample(_gaussian(), 5, num_chains=4, kernel=HMC(step_size=0.3), warmup_steps=0,
                      seed=0, progress_bar=False, compile=True)  # fmt: skip
     assert out.samples.shape == (4, 5, 2)
 

@@ -30,8 +30,9 @@ import torch
 from pyro.ops.stats import split_gelman_rubin
 from scipy.stats import chisquare
 
+from pyro_ebm import EnergyDistribution
 from pyro_ebm.energies import BananaEnergy, FunnelEnergy, GaussianEnergy, GaussianMixtureEnergy
-from pyro_ebm.infer import sample
+from pyro_ebm.infer import KERNELS, sample
 
 from ..helpers import mcse_zscores
 
@@ -69,6 +70,11 @@ def assert_rhat(draws, what=""):
     assert rhat.max() < RHAT_MAX, f"{what} split R-hat {rhat}"
 
 
+def kernel_of(name: str, **kwargs):
+    """The kernel object for an alias, with non-default settings where a test needs them."""
+    return KERNELS[name](**kwargs)
+
+
 def assert_correct(out, mean, var, what=""):
     assert torch.isfinite(out.samples).all()
     assert_moments(out.samples, mean, var, what)
@@ -87,13 +93,11 @@ def rotated_gaussian():
 GAUSSIAN_RUNS = {
     # (kernel, dense): (num_chains, num_samples, thin, warmup, extra kwargs)
     ("mala", True): (64, 1000, 1, 500, {}),
-    # jitter breaks the near-periodicity of a fixed trajectory length on a (whitened) Gaussian:
-    # with 10 fixed steps one seed in five gave R-hat 1.026
-    ("hmc", True): (64, 500, 1, 500, {"num_steps": 8, "jitter": 0.5}),
+    ("hmc", True): (64, 500, 1, 500, {}),
     ("rwmh", True): (64, 1000, 5, 1000, {}),
     # a diagonal mass matrix cannot undo the rotation: the step size is set by the narrowest
     # direction (eps ~ 0.06 for MALA instead of 0.65), so MALA and RWMH need 10-25x more steps
-    ("hmc", False): (64, 1000, 1, 500, {"num_steps": 10, "jitter": 0.5}),
+    ("hmc", False): (64, 1000, 1, 500, {}),
     ("mala", False): (128, 2500, 10, 1000, {}),
     ("rwmh", False): (128, 2500, 20, 1000, {}),
 }
@@ -114,8 +118,8 @@ def test_ill_conditioned_gaussian(rotated_gaussian, kernel, dense):
     energy = rotated_gaussian
     chains, draws, thin, warmup, kwargs = GAUSSIAN_RUNS[kernel, dense]
     out = sample(
-        energy, draws, num_chains=chains, kernel=kernel, warmup_steps=warmup, thin=thin,
-        dense_mass=dense, seed=SEED, progress_bar=False, **kwargs,
+        energy, draws, num_chains=chains, kernel=kernel_of(kernel, dense_mass=dense, **kwargs),
+        warmup_steps=warmup, thin=thin, seed=SEED, progress_bar=False,
     )  # fmt: skip
     assert out.samples.dtype == F64
     assert_correct(out, energy.mean(), energy.variance(), f"{kernel} dense={dense}")
@@ -141,7 +145,9 @@ def test_ill_conditioned_gaussian(rotated_gaussian, kernel, dense):
 BANANA_RUNS = {
     # kernel: (curvature, start from exact draws, num_chains, num_samples, thin, kwargs)
     "mala": (0.5, True, 256, 600, 5, {}),
-    "hmc": (0.5, True, 256, 600, 1, {"num_steps": 8, "jitter": 0.5}),
+    # the default (ChEES) trajectories are short, 1-4 steps: thinning by 2 keeps each draw's
+    # gradient budget under the old 8-step HMC's while meeting R-hat < 1.01
+    "hmc": (0.5, True, 256, 600, 2, {}),
     "rwmh": (1.0, False, 64, 1000, 5, {}),
 }
 
@@ -152,8 +158,8 @@ def test_banana(kernel):
     energy = BananaEnergy(curvature=curvature, dtype=F64)
     init = energy.sample(chains, generator=_generator(1)) if exact_start else None
     out = sample(
-        energy, draws, num_chains=chains, kernel=kernel, warmup_steps=500, thin=thin, init=init,
-        seed=SEED, progress_bar=False, **kwargs,
+        energy, draws, num_chains=chains, kernel=kernel_of(kernel, **kwargs), warmup_steps=500,
+        thin=thin, init=init, seed=SEED, progress_bar=False,
     )  # fmt: skip
     assert_correct(out, energy.mean(), energy.variance(), f"banana {kernel}")
 
@@ -183,7 +189,7 @@ def separated_mixture():
 MIXTURE_RUNS = {
     # kernel: (num_samples, thin, kwargs)
     "mala": (1000, 4, {}),
-    "hmc": (1000, 1, {"num_steps": 8, "jitter": 0.5}),
+    "hmc": (1000, 2, {}),
     "rwmh": (1000, 4, {}),
 }
 
@@ -193,8 +199,8 @@ def test_mixture_with_overlapping_modes(kernel):
     energy = overlapping_mixture()
     draws, thin, kwargs = MIXTURE_RUNS[kernel]
     out = sample(
-        energy, draws, num_chains=128, kernel=kernel, warmup_steps=500, thin=thin, seed=SEED,
-        progress_bar=False, **kwargs,
+        energy, draws, num_chains=128, kernel=kernel_of(kernel, **kwargs), warmup_steps=500,
+        thin=thin, seed=SEED, progress_bar=False,
     )  # fmt: skip
     assert_correct(out, energy.mean(), energy.variance(), f"mixture {kernel}")
 
@@ -204,10 +210,9 @@ def test_mixture_with_separated_modes_from_exact_draws(kernel):
     energy = separated_mixture()
     chains = 256
     init = energy.sample(chains, generator=_generator(1))
-    kwargs = {"num_steps": 8, "jitter": 0.5} if kernel == "hmc" else {}
     out = sample(
         energy, 300, num_chains=chains, kernel=kernel, warmup_steps=300, init=init, seed=SEED,
-        progress_bar=False, **kwargs,
+        progress_bar=False,
     )  # fmt: skip
     assert_moments(out.samples, energy.mean(), energy.variance(), f"separated {kernel}")
     # R-hat is not asserted: MALA and HMC never switch modes after warmup (R-hat of x_1 is
@@ -227,8 +232,8 @@ def test_mixture_with_separated_modes_from_exact_draws(kernel):
 
 FUNNEL_RUNS = {
     # kernel: (scale, start from exact draws, num_samples, thin, kwargs)
-    "mala": (0.75, True, 500, 4, {"per_chain_step_size": True}),
-    "hmc": (1.0, False, 1000, 1, {"num_steps": 8, "jitter": 0.5}),
+    "mala": (0.75, True, 500, 4, {}),
+    "hmc": (1.0, False, 1000, 2, {}),
 }
 
 
@@ -239,8 +244,8 @@ def test_funnel(kernel):
     chains = 256
     init = energy.sample(chains, generator=_generator(1)) if exact_start else None
     out = sample(
-        energy, draws, num_chains=chains, kernel=kernel, warmup_steps=500, thin=thin, init=init,
-        seed=SEED, progress_bar=False, **kwargs,
+        energy, draws, num_chains=chains, kernel=kernel_of(kernel, **kwargs), warmup_steps=500,
+        thin=thin, init=init, seed=SEED, progress_bar=False,
     )  # fmt: skip
     x = out.samples
     v = x[..., :1]
@@ -267,7 +272,7 @@ SBC_BINS = 20
 
 
 class ConjugateGaussianPosterior(torch.nn.Module):
-    """Energy of theta | y_r for R replications at once: x and y of shape (R, d)."""
+    """Energy of theta | y_r for R replications at once: x (..., R, d), y (R, d) -> (..., R)."""
 
     def __init__(self, y: torch.Tensor) -> None:
         super().__init__()
@@ -277,16 +282,22 @@ class ConjugateGaussianPosterior(torch.nn.Module):
         return 0.5 * x.square().sum(-1) + 0.5 * (x - self.y).square().sum(-1) / SIGMA**2
 
 
-def sbc_pvalues(kernel: str, *, thin: int, **kwargs) -> list[float]:
+def sbc_pvalues(kernel: str, *, thin: int, warmup_steps=None, **kwargs) -> list[float]:
     gen = _generator(1)
     theta = torch.randn(SBC_REPLICATIONS, 2, generator=gen, dtype=F64)
     y = theta + SIGMA * torch.randn(SBC_REPLICATIONS, 2, generator=gen, dtype=F64)
+    # one chain per replication: a batch of R posteriors (chains of one batch element share
+    # restarts; different posteriors must not)
+    posteriors = EnergyDistribution(
+        ConjugateGaussianPosterior(y), event_shape=(2,), batch_shape=(SBC_REPLICATIONS,)
+    )
     out = sample(
-        ConjugateGaussianPosterior(y), SBC_DRAWS, num_chains=SBC_REPLICATIONS, kernel=kernel,
-        thin=thin, event_shape=(2,), seed=SEED, progress_bar=False, **kwargs,
+        posteriors, SBC_DRAWS, num_chains=1, kernel=kernel_of(kernel, **kwargs), thin=thin,
+        warmup_steps=warmup_steps, seed=SEED, progress_bar=False,
+        init=torch.randn(1, SBC_REPLICATIONS, 2, generator=gen, dtype=F64),
     )  # fmt: skip
-    assert out.samples.shape == (SBC_REPLICATIONS, SBC_DRAWS, 2)
-    ranks = (out.samples < theta[:, None, :]).sum(1)  # (R, 2), values 0..L
+    assert out.samples.shape == (1, SBC_DRAWS, SBC_REPLICATIONS, 2)
+    ranks = (out.samples[0] < theta[None]).sum(0)  # (R, 2), values 0..L
     pvalues = []
     for k in range(2):
         bins = ranks[:, k] * SBC_BINS // (SBC_DRAWS + 1)
@@ -299,7 +310,7 @@ SBC_RUNS = {
     # thinning leaves a lag-1 autocorrelation of the kept draws below about 0.03 (a correlated
     # set of draws pushes the ranks outwards, which the test would flag)
     "mala": {"thin": 5},
-    "hmc": {"thin": 2, "num_steps": 5, "jitter": 0.5},
+    "hmc": {"thin": 2},
     "rwmh": {"thin": 20},
 }
 
@@ -333,9 +344,11 @@ def _fixed_step_run(kernel: str):
     energy = GaussianEnergy(torch.zeros(2), torch.eye(2), dtype=F64)
     step = math.sqrt(2 * FIXED_EPS) if kernel == "hmc" else FIXED_EPS
     kwargs = {"num_steps": 2} if kernel == "hmc" else {}
+    fixed = kernel_of(kernel, step_size=step, adapt_step_size=False, adapt_mass_matrix=False,
+                      **kwargs)  # fmt: skip
     return sample(
-        energy, 500, num_chains=256, kernel=kernel, warmup_steps=100, step_size=step,
-        adapt_step_size=False, adapt_mass_matrix=False, seed=SEED, progress_bar=False, **kwargs,
+        energy, 500, num_chains=256, kernel=fixed, warmup_steps=100, seed=SEED,
+        progress_bar=False,
     )  # fmt: skip
 
 

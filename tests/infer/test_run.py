@@ -10,7 +10,7 @@ import torch
 
 from pyro_ebm import EnergyDistribution
 from pyro_ebm.energies import GaussianEnergy
-from pyro_ebm.infer import KERNELS, sample
+from pyro_ebm.infer import HMC, KERNELS, MALA, ULA, RandomWalkMH, sample
 from pyro_ebm.infer.base import energy_and_grad, init_state
 from pyro_ebm.infer.hmc import leapfrog
 from pyro_ebm.infer.metric import Metric
@@ -30,7 +30,7 @@ def iso_energy(x: torch.Tensor) -> torch.Tensor:
 def test_contract(kernel, dtype):
     energy = GaussianEnergy(torch.zeros(3), torch.eye(3)).to(dtype)
     out = sample(energy, 30, num_chains=5, kernel=kernel, warmup_steps=40, seed=0,
-                 progress_bar=False)  # fmt: skip
+                 progress_bar=False, check_convergence=False)  # fmt: skip
     assert out.samples.shape == (5, 30, 3)
     assert out.samples.dtype == dtype
     assert torch.isfinite(out.samples).all()
@@ -50,7 +50,8 @@ def test_contract(kernel, dtype):
 
 @pytest.mark.parametrize("kernel", ALL_KERNELS)
 def test_seeded_runs_are_identical_and_seeds_differ(kernel):
-    kw = dict(num_chains=4, kernel=kernel, warmup_steps=30, event_shape=(2,), progress_bar=False)
+    kw = dict(num_chains=4, kernel=kernel, warmup_steps=30, event_shape=(2,), progress_bar=False,
+              check_convergence=False)  # fmt: skip
     a = sample(iso_energy, 20, seed=7, **kw)
     b = sample(iso_energy, 20, seed=7, **kw)
     c = sample(iso_energy, 20, seed=8, **kw)
@@ -62,9 +63,10 @@ def test_seeded_runs_are_identical_and_seeds_differ(kernel):
 
 @pytest.mark.parametrize("kernel", ALL_KERNELS)
 def test_resume_equals_one_long_run(kernel):
-    kw = dict(num_chains=3, kernel=kernel, warmup_steps=30, event_shape=(2,), progress_bar=False)
-    long = sample(iso_energy, 40, seed=3, jitter=0.5 if kernel == "hmc" else 0.0, **kw)
-    first = sample(iso_energy, 20, seed=3, jitter=0.5 if kernel == "hmc" else 0.0, **kw)
+    kw = dict(num_chains=3, kernel=kernel, warmup_steps=30, event_shape=(2,), progress_bar=False,
+              check_convergence=False)  # fmt: skip
+    long = sample(iso_energy, 40, seed=3, **kw)
+    first = sample(iso_energy, 20, seed=3, **kw)
     second = first.resume(20)
     assert torch.equal(torch.cat([first.samples, second.samples], 1), long.samples)
     for name in long.stats:
@@ -87,20 +89,44 @@ def test_energy_distribution_target_samples_its_batch_shape():
     assert z_mean.abs().max() < Z_CRIT and z_var.abs().max() < Z_CRIT
 
 
-def test_keep_false_returns_final_states_and_thin():
+def test_keep_false_keeps_the_last_draw_in_the_same_layout():
     out = sample(iso_energy, 10, num_chains=6, thin=3, keep=False, event_shape=(2,), seed=0,
                  progress_bar=False)  # fmt: skip
-    assert out.samples.shape == (6, 2)
-    assert out.stats == {}
+    assert out.samples.shape == (6, 1, 2)
+    assert set(out.stats) == {"lp", "acceptance_rate", "step_size", "diverging"}
+    assert all(v.shape == (6, 1) for v in out.stats.values())
+    assert out.convergence is None
     thinned = sample(iso_energy, 10, num_chains=6, thin=3, event_shape=(2,), seed=0,
-                     progress_bar=False)  # fmt: skip
+                     progress_bar=False, check_convergence=False)  # fmt: skip
     assert thinned.samples.shape == (6, 10, 2)
-    torch.testing.assert_close(thinned.samples[:, -1], out.samples)
+    torch.testing.assert_close(thinned.samples[:, -1:], out.samples)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS)
+def test_thinning_keeps_every_third_transition_of_the_same_run(kernel):
+    kw = dict(num_chains=4, kernel=kernel, warmup_steps=30, event_shape=(2,), seed=11,
+              progress_bar=False, check_convergence=False)  # fmt: skip
+    every = sample(iso_energy, 30, **kw)
+    thinned = sample(iso_energy, 10, thin=3, **kw)
+    assert torch.equal(thinned.samples, every.samples[:, 2::3])
+    assert torch.equal(thinned.stats["lp"], every.stats["lp"][:, 2::3])
+
+
+def test_numpy_integers_are_accepted_and_bools_are_not():
+    np = pytest.importorskip("numpy")
+    out = sample(iso_energy, np.int64(6), num_chains=np.int32(2), warmup_steps=np.int64(10),
+                 event_shape=(2,), seed=0, progress_bar=False)  # fmt: skip
+    assert out.samples.shape == (2, 6, 2)
+    with pytest.raises(ValueError, match="num_chains must be an integer"):
+        sample(iso_energy, 5, num_chains=True, event_shape=(2,))
+    with pytest.raises(ValueError, match="num_samples must be an integer"):
+        sample(iso_energy, 5.0, event_shape=(2,))
 
 
 def test_progress_bar_runs(capsys):
     sample(iso_energy, 5, num_chains=2, event_shape=(2,), warmup_steps=5, progress_bar=True)
-    assert "divergences" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "divergences" in err and "restarts" in err
 
 
 # ----------------------------------------------------------------------------- exactness
@@ -133,8 +159,9 @@ class CountingEnergy(torch.nn.Module):
 @pytest.mark.parametrize("kernel, per_step", [("mala", 1), ("ula", 1), ("rwmh", 1), ("hmc", 7)])
 def test_one_energy_evaluation_per_step(kernel, per_step):
     energy = CountingEnergy()
-    kw = dict(num_chains=64, kernel=kernel, warmup_steps=0, step_size=0.3, event_shape=(2,),
-              progress_bar=False, num_steps=7)  # fmt: skip
+    kernel = HMC(num_steps=7, step_size=0.3) if kernel == "hmc" else KERNELS[kernel](step_size=0.3)
+    kw = dict(num_chains=64, kernel=kernel, warmup_steps=0, event_shape=(2,), progress_bar=False,
+              check_convergence=False)  # fmt: skip
     sample(energy, 1, **kw)
     base = energy.calls  # initial evaluation + the first transition
     energy.calls = 0
@@ -169,8 +196,9 @@ def truncated_normal_moments(a: float) -> tuple[float, float]:
 @pytest.mark.parametrize("kernel", ["rwmh", "mala", "hmc"])
 def test_nan_region_gives_divergences_and_correct_moments(kernel):
     init = torch.zeros(16, 2, dtype=torch.float64)
-    out = sample(box_energy, 800, num_chains=16, kernel=kernel, init=init, seed=0,
-                 step_size=0.8, adapt_step_size=False, progress_bar=False)  # fmt: skip
+    kern = KERNELS[kernel](step_size=0.8, adapt_step_size=False)
+    out = sample(box_energy, 800, num_chains=16, kernel=kern, init=init, seed=0,
+                 progress_bar=False)  # fmt: skip
     assert out.stats["diverging"].any()
     assert torch.isfinite(out.samples).all()
     assert (out.samples.abs() <= 1.5).all()
@@ -185,15 +213,17 @@ def test_energy_raising_is_a_divergence_not_a_crash():
             raise RuntimeError("out of range")
         return 0.5 * x.square().sum(-1)
 
-    out = sample(fragile, 50, num_chains=4, event_shape=(2,), step_size=2.0,
-                 adapt_step_size=False, seed=0, progress_bar=False)  # fmt: skip
+    out = sample(fragile, 50, num_chains=4, event_shape=(2,), seed=0, progress_bar=False,
+                 kernel=MALA(step_size=2.0, adapt_step_size=False),
+                 check_convergence=False)  # fmt: skip
     assert out.stats["diverging"].any()
     assert torch.isfinite(out.samples).all()
 
 
 def test_hmc_divergent_trajectories_are_capped():
-    out = sample(iso_energy, 20, num_chains=4, kernel="hmc", event_shape=(2,), step_size=50.0,
-                 adapt_step_size=False, num_steps=20, seed=0, progress_bar=False)  # fmt: skip
+    kernel = HMC(step_size=50.0, adapt_step_size=False, num_steps=20)
+    out = sample(iso_energy, 20, num_chains=4, kernel=kernel, event_shape=(2,), seed=0,
+                 progress_bar=False, check_convergence=False)  # fmt: skip
     assert out.stats["diverging"].all()
     assert (out.stats["n_steps"] == 20).all()
 
@@ -210,19 +240,36 @@ def test_nonfinite_initial_energy_is_a_clear_error():
     "kwargs, match",
     [
         ({"kernel": "gibbs"}, "kernel must be one of"),
-        ({"step_size": 0.0}, "step_size"),
-        ({"step_size": -1.0}, "step_size"),
+        ({"kernel": MALA}, "kernel must be one of"),
         ({"num_chains": 0}, "num_chains"),
         ({"thin": 0}, "thin"),
         ({"warmup_steps": -1}, "warmup_steps"),
         ({"init": torch.zeros(3, 5)}, "init must have shape"),
-        ({"jitter": 1.5}, "jitter"),
+        ({"kernel": MALA(step_size=torch.ones(3))}, "step_size must be a float or a tensor"),
     ],
 )
 def test_bad_inputs(kwargs, match):
     kw = {"num_chains": 2, "event_shape": (2,), "progress_bar": False, **kwargs}
     with pytest.raises(ValueError, match=match):
         sample(iso_energy, 5, **kw)
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: MALA(step_size=0.0), "step_size"),
+        (lambda: RandomWalkMH(step_size=-1.0), "step_size"),
+        (lambda: MALA(target_accept_prob=1.5), "target_accept_prob"),
+        (lambda: ULA(dense_mass="yes"), "dense_mass"),
+        (lambda: HMC(num_steps=0), "num_steps"),
+        (lambda: HMC(trajectory_length=-1.0), "trajectory_length"),
+        (lambda: HMC(trajectory_length=1.0, num_steps=3), "at most one"),
+        (lambda: MALA(lambda: None, potential_fn=lambda p: 0.0), "at most one"),
+    ],
+)
+def test_bad_kernel_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
 
 
 def test_bad_num_samples_and_energy_shapes():
@@ -237,15 +284,14 @@ def test_bad_num_samples_and_energy_shapes():
 
 
 def test_trajectory_length_sets_and_caps_the_leapfrog_steps():
-    kw = dict(num_chains=4, kernel="hmc", event_shape=(2,), warmup_steps=0, seed=0,
-              progress_bar=False, jitter=0.0)  # fmt: skip
-    out = sample(iso_energy, 5, step_size=0.25, trajectory_length=1.0, **kw)
-    assert (out.stats["n_steps"] == 4).all()
-    capped = sample(iso_energy, 5, step_size=1e-6, trajectory_length=1.0, max_num_steps=16, **kw)
+    kw = dict(num_chains=4, event_shape=(2,), warmup_steps=0, seed=0, progress_bar=False,
+              check_convergence=False)  # fmt: skip
+    fixed = sample(iso_energy, 5, kernel=HMC(step_size=0.25, num_steps=4), **kw)
+    assert (fixed.stats["n_steps"] == 4).all()
+    capped = sample(iso_energy, 5, kernel=HMC(step_size=1e-6, trajectory_length=1.0,
+                                              max_num_steps=16), **kw)  # fmt: skip
     assert (capped.stats["n_steps"] == 16).all()
-    with pytest.raises(ValueError, match="trajectory_length"):
-        sample(iso_energy, 5, trajectory_length=-1.0, **kw)
-    default = sample(iso_energy, 50, **{**kw, "jitter": None}, step_size=0.25)
-    # default: length pi/2 -> ceil(6.28) = 7 steps, jittered down to [4, 7]
-    steps = default.stats["n_steps"]
-    assert steps.max() == 7 and steps.min() >= 4 and steps.unique().numel() > 1
+    jittered = sample(iso_energy, 60, kernel=HMC(step_size=0.25, trajectory_length=2.0), **kw)
+    # time jittered uniformly in (0, T]: ceil(u * 8) steps, all of 1..8 in 60 draws
+    steps = jittered.stats["n_steps"]
+    assert steps.max() == 8 and steps.min() >= 1 and steps.unique().numel() >= 6

@@ -1,0 +1,71 @@
+"""No silent failure: the convergence warning fires on unmixed runs and stays quiet on mixed."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_ebm.energies import GaussianEnergy, GaussianMixtureEnergy
+from pyro_ebm.infer import ConvergenceWarning, nested_rhat, sample
+
+F64 = torch.float64
+
+
+def test_warning_fires_when_chains_sit_in_different_modes():
+    locs = torch.tensor([[-8.0, 0.0], [8.0, 0.0]])
+    energy = GaussianMixtureEnergy(locs, torch.ones(2), torch.ones(2), dtype=F64)
+    init = torch.cat([torch.full((16, 1), -8.0), torch.full((16, 1), 8.0)]).double()
+    init = torch.cat([init, torch.zeros(32, 1, dtype=F64)], 1)
+    with pytest.warns(ConvergenceWarning, match=r"R-hat .* for x\[0\]") as caught:
+        out = sample(energy, 300, num_chains=32, init=init, seed=0, progress_bar=False)
+    assert len([w for w in caught if w.category is ConvergenceWarning]) == 1
+    assert not out.convergence.converged and out.convergence.worst == "x[0]"
+    assert "warmup_steps" in str(caught[0].message)  # says what to try
+
+
+@pytest.mark.parametrize("num_chains", [4, 64])
+def test_no_warning_on_a_mixed_run(num_chains):
+    energy = GaussianEnergy(torch.zeros(3, dtype=F64), torch.eye(3, dtype=F64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        out = sample(energy, 1000, num_chains=num_chains, seed=0, progress_bar=False)
+    assert out.convergence.converged
+    assert (out.convergence.nested_rhat is not None) == (num_chains >= 32)
+
+
+def test_low_ess_alone_warns():
+    energy = GaussianEnergy(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    with pytest.warns(ConvergenceWarning, match="ESS"):
+        sample(energy, 20, num_chains=4, seed=0, progress_bar=False)
+
+
+def test_nested_rhat_separates_agreeing_and_disagreeing_superchains():
+    rng = np.random.default_rng(0)
+    agree = rng.normal(size=(64, 10, 2))
+    assert np.all(np.abs(nested_rhat(agree, 16) - 1) < 0.02)
+    shifted = agree.copy()
+    shifted[:4] += 3.0  # one superchain of four chains elsewhere
+    assert nested_rhat(shifted, 16)[0] > 1.05
+    with pytest.raises(ValueError, match="num_superchains"):
+        nested_rhat(agree, 7)
+
+
+def test_summary_is_arviz_summary():
+    energy = GaussianEnergy(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    out = sample(energy, 200, num_chains=4, seed=0, progress_bar=False)
+    table = out.summary()
+    assert {"mean", "sd", "ess_bulk", "r_hat"} <= set(table.columns)
+    assert len(table) == 2
+
+
+def test_keep_false_and_opt_out_skip_the_check():
+    energy = GaussianEnergy(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert sample(energy, 5, num_chains=2, seed=0, progress_bar=False,
+                      keep=False).convergence is None  # fmt: skip
+        assert sample(energy, 5, num_chains=2, seed=0, progress_bar=False,
+                      check_convergence=False).convergence is None  # fmt: skip
