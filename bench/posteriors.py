@@ -6,7 +6,7 @@ runs, side by side in one process,
 
 * ``sample(energy, ..., kernel="mala")`` and ``kernel="hmc"`` with every sampler setting at its
   default (128 chains started from N(0, I), default warmup),
-* Pyro's ``NUTS`` through ``pyro.infer.MCMC`` (one chain, 500 warmup + 1000 draws) as the
+* Pyro's ``NUTS`` through ``pyro.infer.MCMC`` (one chain, 300 warmup + 500 draws) as the
   incumbent,
 
 and prints, per run, the largest z-score of a posterior mean against the reference
@@ -70,7 +70,7 @@ def run_ours(post, kernel: str, num_samples: int, seed: int) -> tuple[dict, obje
     return res, out
 
 
-def run_nuts(post, seed: int, warmup: int = 500, num_samples: int = 1000) -> dict:
+def run_nuts(post, seed: int, warmup: int = 300, num_samples: int = 500) -> dict:
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     kernel = NUTS(post.model, init_strategy=post.init_strategy(), max_plate_nesting=0)

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from pyro_ebm import fit
 from pyro_ebm.energies import GaussianEnergy, MLPEnergy
-from pyro_ebm.infer import sample, sample_parallel
+from pyro_ebm.infer import MALA, sample, sample_parallel
 from pyro_ebm.objectives import ScoreMatching
 
 from .helpers import mcse_zscores
@@ -84,6 +84,19 @@ def test_sharding_needs_divisible_chains(monkeypatch):
         sample(GaussianEnergy(torch.zeros(2), torch.eye(2)), 5, num_chains=4, progress_bar=False)
     with pytest.raises(ValueError, match="num_processes"):
         sample_parallel(GaussianEnergy(torch.zeros(2), torch.eye(2)), 5, num_processes=0)
+
+
+def test_per_chain_step_sizes_are_sliced_per_rank(monkeypatch):
+    # rank 1 of 2 runs chains 2-3: it must take their step sizes, not check all four against
+    # its two chains (the gather is replaced: no process group in this test)
+    monkeypatch.setattr("pyro_ebm.infer.run.rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr("pyro_ebm.infer.run._gather", lambda out: out)
+    eps = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    kernel = MALA(step_size=eps, adapt_step_size=False)
+    out = sample(GaussianEnergy(torch.zeros(2), torch.eye(2)).double(), 5, num_chains=4,
+                 kernel=kernel, warmup_steps=0, seed=0, progress_bar=False)  # fmt: skip
+    assert out.samples.shape == (2, 5, 2)
+    assert torch.equal(out.step_size, eps[2:])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

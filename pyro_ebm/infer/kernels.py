@@ -15,13 +15,13 @@ and ``warmup_kernel`` (the kernel that runs during warmup: ULA warms up as MALA)
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable
 
 import torch
 from pyro.infer.autoguide.initialization import init_to_uniform
 from torch import Tensor
 
+from .._validation import check_int, check_positive_float
 from . import hmc, langevin, mala, rwmh
 from .base import EnergyFn, Info, State, init_state
 from .metric import Metric
@@ -37,24 +37,7 @@ def _check_probability(name: str, value) -> float:
 
 
 def _check_positive(name: str, value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive finite number; got {value!r}")
-    return float(value)
-
-
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int (any integral type, numpy's included) of at least ``minimum``."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    try:
-        out = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from None
-    if out < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return out
+    return None if value is None else check_positive_float(name, value)
 
 
 class Kernel(PyroKernelAdapter):
@@ -319,8 +302,8 @@ class HMC(Kernel):
         if trajectory_length is not None and num_steps is not None:
             raise ValueError("pass at most one of `trajectory_length` or `num_steps`")
         self.trajectory_length = _check_positive("trajectory_length", trajectory_length)
-        self.num_steps = None if num_steps is None else check_int("num_steps", num_steps)
-        self.max_num_steps = check_int("max_num_steps", max_num_steps)
+        self.num_steps = None if num_steps is None else check_int("num_steps", num_steps, 1)
+        self.max_num_steps = check_int("max_num_steps", max_num_steps, 1)
         self.max_energy_error = _check_positive("max_energy_error", max_energy_error)
         super().__init__(model, potential_fn, **kwargs)
 

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..parallel import rank_and_world
+from ..progress import progress
 from .base import State, module_dtype_device
 from .compiled import compiled_or_eager
 from .convergence import check_convergence, warn_if_unconverged
-from .kernels import KERNELS, Kernel, as_kernel, check_int
+from .._targets import resolve_energy
+from .._validation import check_int
+from .kernels import KERNELS, Kernel, as_kernel
 from .metric import Metric
 from .samples import Samples, per_draw
 from .warmup import run_warmup, search_step_size
@@ -50,23 +52,24 @@ class _Config:
 
 
 def _resolve_target(target, event_shape, init) -> _Target:
-    """Accept an EnergyDistribution-like object (``energy``, ``event_shape``) or an energy."""
-    batch_shape = torch.Size()
-    if hasattr(target, "energy") and hasattr(target, "event_shape") and callable(target.energy):
-        energy_fn = target.energy
-        event_shape = target.event_shape if event_shape is None else event_shape
-        batch_shape = torch.Size(getattr(target, "batch_shape", ()))
-        found = module_dtype_device(energy_fn)
-    elif callable(target):
-        energy_fn = target
-        if event_shape is None:
-            event_shape = getattr(target, "event_shape", None)
-        found = module_dtype_device(target)
-    else:
+    """Accept an EnergyDistribution-like object (``energy``, ``event_shape``) or an energy.
+
+    The one rule of :func:`pyro_ebm._targets.resolve_energy`, shared with evaluation and
+    plotting; a distribution's ``batch_shape`` is sampled too.
+    """
+    try:
+        energy_fn, own_shape = resolve_energy(target)
+    except ValueError:
         raise ValueError(
             f"target must be an energy (a callable or nn.Module) or an EnergyDistribution; got "
             f"{type(target).__name__}"
-        )
+        ) from None
+    batch_shape = torch.Size()
+    if energy_fn is not target:  # a distribution (or a module wrapping an energy)
+        batch_shape = torch.Size(getattr(target, "batch_shape", ()))
+    if event_shape is None:
+        event_shape = own_shape
+    found = module_dtype_device(energy_fn)
     if event_shape is None:
         if init is None:
             raise ValueError(
@@ -197,9 +200,9 @@ def sample(
     0.5
     """
     kern = as_kernel(kernel)
-    num_samples = check_int("num_samples", num_samples)
-    num_chains = check_int("num_chains", num_chains)
-    thin = check_int("thin", thin)
+    num_samples = check_int("num_samples", num_samples, 1)
+    num_chains = check_int("num_chains", num_chains, 1)
+    thin = check_int("thin", thin, 1)
     if warmup_steps is None:
         warmup_steps = max(num_samples, 500)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
@@ -249,7 +252,7 @@ def sample(
     if kern.name == "hmc" and kern.num_steps is None:
         length = kern.trajectory_length or kern.SINGLE_CHAIN_TRAJECTORY
     if warmup_steps:
-        bar = tqdm(total=warmup_steps, desc="warmup", disable=not cfg.progress_bar, leave=False)
+        bar = progress(total=warmup_steps, desc="warmup", enabled=cfg.progress_bar)
         result = run_warmup(
             kern, tgt.energy_fn, state, eps, metric, gen, event_dim, warmup_steps,
             restart=restart_chains, progress=_progress(bar, warmup_steps),
@@ -391,7 +394,7 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
     shape = chain_shape[:1] + (kept,) + chain_shape[1:]
     rec = _Recorder(names, shape, tgt.event_shape, tgt.dtype, store)
     diverged = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
-    bar = tqdm(range(num_samples), desc=f"sample ({kern.name})", disable=not cfg.progress_bar)
+    bar = progress(range(num_samples), desc=f"sample ({kern.name})", enabled=cfg.progress_bar)
     step = _stepper(kern, tgt, cfg)
     zero = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
     update = _progress(bar, num_samples)
@@ -462,7 +465,7 @@ def resume(target, state_dict: dict, num_samples: int, *, progress_bar: bool | N
     trajectory length and mass matrix are reused and the generator state restored, so the
     continuation is bitwise identical to one longer run.
     """
-    num_samples = check_int("num_samples", num_samples)
+    num_samples = check_int("num_samples", num_samples, 1)
     sd = state_dict
     if isinstance(target, _Target):
         energy_fn = target.energy_fn
