@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format install clean bench bench-training docs
+.PHONY: demo test test-slow lint format install clean bench bench-training bench-posteriors docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(STAMP)
 
 bench-training: $(STAMP)
 	$(BIN)/python bench/training.py
+
+bench-posteriors: $(STAMP)
+	cd bench && ../$(BIN)/python posteriors.py
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._targets import resolve_energy
+from .._validation import check_int
 from ..parallel import rank_and_world
 from ..progress import progress
 from .base import State, module_dtype_device
 from .compiled import compiled_or_eager
 from .convergence import check_convergence, warn_if_unconverged
-from .._targets import resolve_energy
-from .._validation import check_int
 from .kernels import KERNELS, Kernel, as_kernel
 from .metric import Metric
 from .samples import Samples, per_draw
