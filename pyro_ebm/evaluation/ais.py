@@ -21,6 +21,7 @@ from torch.distributions import Distribution, Independent, Normal
 from .._targets import EnergyFn, resolve_energy
 from .._validation import check_choice, check_int, check_positive_float
 from ..infer import hmc, mala
+from ..infer.adaptation import find_initial_step_size
 from ..infer.base import State, module_dtype_device
 from ..infer.metric import Metric
 from ..progress import progress
@@ -358,9 +359,9 @@ def _initial_step_size(
     generator: torch.Generator | None,
     kwargs: dict[str, Any],
 ) -> Tensor:
-    """Double or halve a shared step size until the mean acceptance crosses the target.
+    """A shared step size where the mean acceptance of the live chains crosses the target.
 
-    Proposals are evaluated, never taken, so the chains do not move.
+    The engine's one doubling search; proposals are evaluated, never taken.
     """
     target = step_module.TARGET_ACCEPT
     live = torch.isfinite(state.energy)
@@ -372,14 +373,7 @@ def _initial_step_size(
             energy_fn.evaluations.clear()  # trial proposals, never taken
         return _mean_acceptance(info.acceptance_rate, live)
 
-    direction = 1.0 if accept(eps) > target else -1.0
-    for _ in range(30):
-        trial = eps * 2.0**direction
-        rate = accept(trial)
-        if (rate < target) if direction > 0 else (rate > target):
-            return eps if direction > 0 else trial
-        eps = trial
-    return eps
+    return find_initial_step_size(accept, target, eps, max_rounds=30)
 
 
 def _delta_method_stderr(log_w: Tensor) -> float:

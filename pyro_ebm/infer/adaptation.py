@@ -26,16 +26,21 @@ __all__ = [
 
 
 def find_initial_step_size(
-    mean_acceptance: Callable[[Tensor], float], target_accept: float, start: Tensor
+    mean_acceptance: Callable[[Tensor], float],
+    target_accept: float,
+    start: Tensor,
+    max_rounds: int = 40,
 ) -> Tensor:
-    """Double or halve a step size until the mean acceptance crosses the target.
+    """Double or halve a step size until the acceptance statistic crosses the target.
 
-    A cheap version of Hoffman & Gelman's heuristic (Algorithm 4). ``mean_acceptance(eps)``
-    evaluates proposals at step size ``eps`` without moving the chains.
+    A cheap version of Hoffman & Gelman's heuristic (Algorithm 4), the one copy used by the
+    runner (on the median over chains), the Pyro kernels (one chain, a few proposals) and
+    annealed importance sampling. ``mean_acceptance(eps)`` evaluates proposals at step size
+    ``eps`` without moving the chains.
     """
     eps = start
     direction = 1.0 if mean_acceptance(eps) > target_accept else -1.0
-    for _ in range(40):
+    for _ in range(max_rounds):
         trial = eps * (2.0**direction)
         accept = mean_acceptance(trial)
         crossed = accept < target_accept if direction > 0 else accept > target_accept

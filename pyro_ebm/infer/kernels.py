@@ -72,6 +72,9 @@ class Kernel(PyroKernelAdapter):
     name = "kernel"
     needs_grad = True
     default_target_accept = 0.5
+    #: Per-draw statistics the kernel's ``Info`` adds to ``lp``, ``acceptance_rate``,
+    #: ``step_size`` and ``diverging``.
+    extra_stats: tuple[str, ...] = ()
     _module = mala
 
     def __init__(
@@ -112,6 +115,28 @@ class Kernel(PyroKernelAdapter):
     def warmup_kernel(self) -> Kernel:
         """The kernel that runs during warmup (itself, except ULA's Metropolis-adjusted twin)."""
         return self
+
+    @property
+    def trajectory(self) -> float | None:
+        """The integration time the runner jitters per transition (``None``: no trajectory)."""
+        return None
+
+    @property
+    def adapts_trajectory(self) -> bool:
+        """Whether warmup adapts :attr:`trajectory` (ChEES)."""
+        return False
+
+    def tuning(
+        self, trajectory: float | None, step_size: float, *, fraction: float = 1.0,
+        early: bool = False,
+    ) -> dict:  # fmt: skip
+        """Per-transition settings passed to :meth:`step` (none for a kernel without a
+        trajectory; HMC: the leapfrog steps for time ``fraction * trajectory``)."""
+        return {}
+
+    def probe_tuning(self) -> dict:
+        """Settings for proposals that only probe the acceptance (the step-size search)."""
+        return {}
 
     def init(self, energy_fn: EnergyFn, position: Tensor, event_dim: int) -> State:
         """The starting :class:`~pyro_ebm.infer.base.State` (energy, and gradient if needed)."""
@@ -284,6 +309,7 @@ class HMC(Kernel):
     name = "hmc"
     needs_grad = True
     default_target_accept = hmc.TARGET_ACCEPT
+    extra_stats = ("energy", "n_steps")
     _module = hmc
     EARLY_MAX_STEPS = 10
     SINGLE_CHAIN_TRAJECTORY = 2.0
@@ -311,6 +337,20 @@ class HMC(Kernel):
     def adapts_trajectory(self) -> bool:
         """Whether warmup adapts the trajectory length (ChEES)."""
         return self.num_steps is None and self.trajectory_length is None
+
+    @property
+    def trajectory(self) -> float | None:
+        if self.num_steps is not None:
+            return None
+        return self.trajectory_length or self.SINGLE_CHAIN_TRAJECTORY
+
+    def tuning(self, trajectory, step_size, *, fraction=1.0, early=False) -> dict:
+        if self.num_steps is not None or trajectory is None:
+            return {"num_steps": self.num_steps or 10}
+        return {"num_steps": self.leapfrog_steps(fraction * trajectory, step_size, early)}
+
+    def probe_tuning(self) -> dict:
+        return {"num_steps": 1}  # one leapfrog step: the acceptance at a step size, cheaply
 
     def step(self, energy_fn, state, step_size, metric, generator, event_dim, **tuning):
         """One HMC transition with ``tuning["num_steps"]`` leapfrog steps (default: fixed)."""

@@ -73,8 +73,7 @@ class PyroKernelAdapter(MCMCKernel):
             "step_size": [],
             "diverging": [],
         }
-        if self.name == "hmc":
-            self._stats.update({"energy": [], "n_steps": []})
+        self._stats.update({name: [] for name in self.extra_stats})
         self._mean_accept = 0.0
 
     @property
@@ -134,19 +133,20 @@ class PyroKernelAdapter(MCMCKernel):
         )
 
     def _tuning(self, eps: Tensor, warmup: bool) -> dict:
-        if self.name != "hmc":
-            return {}
-        length = self.trajectory_length or self.SINGLE_CHAIN_TRAJECTORY
-        jitter = 1.0 - float(torch.rand(()))  # uniform in (0, 1]: the time is jittered
+        """One transition's settings: a trajectory's time jittered uniformly in (0, T]."""
+        length = self.trajectory  # one chain: no ChEES, a fixed length in the metric's units
+        if length is None:
+            return self.tuning(None, float(eps))
+        jitter = 1.0 - float(torch.rand(()))
         early = warmup and self._metric.kind == "identity" and self.adapt_mass_matrix
-        return {"num_steps": self.leapfrog_steps(jitter * length, float(eps), early)}
+        return self.tuning(length, float(eps), fraction=jitter, early=early)
 
     def _initial_step_size(self) -> Tensor:
         state, metric, kernel = self._state, self._metric, self.warmup_kernel
 
         def mean_accept(e: Tensor) -> float:
             # averaged over a few proposals: one chain gives a noisy estimate
-            tuning = self._tuning(e, True)
+            tuning = self._tuning(e, True)  # a full (jittered) transition, as in warmup
             rates = [kernel.step(self._flat, state, e, metric, None, 1, **tuning)[1]
                      for _ in range(4)]  # fmt: skip
             return sum(float(info.acceptance_rate) for info in rates) / 4
@@ -184,9 +184,8 @@ class PyroKernelAdapter(MCMCKernel):
         self._stats["acceptance_rate"].append(accept)
         self._stats["step_size"].append(float(self._eps))
         self._stats["diverging"].append(float(diverging))
-        if self.name == "hmc":
-            self._stats["energy"].append(float(info.energy))
-            self._stats["n_steps"].append(float(info.n_steps))
+        for name in self.extra_stats:
+            self._stats[name].append(float(getattr(info, name)))
 
     def logging(self) -> OrderedDict:
         return OrderedDict(

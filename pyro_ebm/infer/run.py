@@ -29,8 +29,6 @@ from .warmup import run_warmup, search_step_size
 
 __all__ = ["KERNELS", "Samples", "resume", "sample"]
 
-_HMC_STATS = ("energy", "n_steps")
-
 
 @dataclass
 class _Target:
@@ -248,9 +246,7 @@ def sample(
     host_gen = _host_generator(gen)
     restarts = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
     warm_div = torch.zeros_like(restarts)
-    length = None
-    if kern.name == "hmc" and kern.num_steps is None:
-        length = kern.trajectory_length or kern.SINGLE_CHAIN_TRAJECTORY
+    length = kern.trajectory
     if warmup_steps:
         bar = progress(total=warmup_steps, desc="warmup", enabled=cfg.progress_bar)
         result = run_warmup(
@@ -306,7 +302,7 @@ def _search_initial_step_size(kern: Kernel, tgt: _Target, state, metric, gen) ->
     """A shared start where the median chain accepts at the target (proposals not taken)."""
     warm = kern.warmup_kernel
     event_dim = len(tgt.event_shape)
-    tuning = {"num_steps": 1} if kern.name == "hmc" else {}
+    tuning = warm.probe_tuning()
 
     def accept_at(e: Tensor) -> Tensor:
         return warm.step(tgt.energy_fn, state, e, metric, gen, event_dim, **tuning)[
@@ -372,14 +368,12 @@ class _Recorder:
         self.filled += n
 
 
-def _hmc_steps(kern: Kernel, length: float | None, eps: Tensor, host_gen) -> dict:
-    """Leapfrog steps of one sampling transition: fixed, or a jittered share of ``length``."""
-    if kern.name != "hmc":
-        return {}
-    if kern.num_steps is not None:
-        return {"num_steps": kern.num_steps}
+def _tuning(kern: Kernel, length: float | None, eps: Tensor, host_gen) -> dict:
+    """Settings of one sampling transition; a trajectory's time is jittered in (0, T]."""
+    if length is None:
+        return kern.tuning(None, float("nan"))
     jitter = 1.0 - float(torch.rand((), generator=host_gen))  # in (0, 1]
-    return {"num_steps": kern.leapfrog_steps(jitter * length, float(eps.median()), False)}
+    return kern.tuning(length, float(eps.median()), fraction=jitter)
 
 
 def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length) -> Samples:
@@ -387,9 +381,7 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
     chain_shape = state.energy.shape
     store = cfg.sample_device or tgt.device
     names = ["potential", "acceptance_rate", "diverging"]
-    is_hmc = kern.name == "hmc"
-    if is_hmc:
-        names += list(_HMC_STATS)
+    names += list(kern.extra_stats)
     kept = num_samples if cfg.keep else 1
     shape = chain_shape[:1] + (kept,) + chain_shape[1:]
     rec = _Recorder(names, shape, tgt.event_shape, tgt.dtype, store)
@@ -402,7 +394,7 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
         accept = torch.zeros_like(state.energy)
         any_div = torch.zeros(chain_shape, dtype=torch.bool, device=tgt.device)
         for _ in range(cfg.thin):
-            tuning = _hmc_steps(kern, length, eps, host_gen)
+            tuning = _tuning(kern, length, eps, host_gen)
             state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **tuning)
             accept = accept + info.acceptance_rate
             any_div = any_div | info.diverging
@@ -410,8 +402,7 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
         if cfg.keep or j == num_samples - 1:
             row = {"x": state.position, "potential": state.energy, "acceptance_rate": accept,
                    "diverging": any_div}  # fmt: skip
-            if is_hmc:
-                row["energy"], row["n_steps"] = info.energy, info.n_steps
+            row.update({name: getattr(info, name) for name in kern.extra_stats})
             rec.append(row)
         if cfg.progress_bar:
             diverged += any_div

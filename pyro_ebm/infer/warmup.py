@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .adaptation import DualAveraging, warmup_windows
+from .adaptation import DualAveraging, find_initial_step_size, warmup_windows
 from .base import EnergyFn, Info, State
 from .chees import ChEES
 from .metric import Metric
@@ -107,15 +107,7 @@ def search_step_size(
         rates = torch.nan_to_num(accept_at(eps), nan=0.0)
         return float(rates.flatten().median())
 
-    eps = start
-    direction = 1.0 if median(eps) > target else -1.0
-    for _ in range(max_rounds):
-        trial = eps * (2.0**direction)
-        rate = median(trial)
-        if (rate < target) if direction > 0 else (rate > target):
-            return eps if direction > 0 else trial
-        eps = trial
-    return eps
+    return find_initial_step_size(median, target, start, max_rounds)
 
 
 def largest_scale(metric: Metric, inv_mass: Tensor) -> float:
@@ -280,13 +272,11 @@ def run_warmup(
     warm = kernel.warmup_kernel
     step = warm.step if step is None else step
     target = warm.target_accept_prob
-    is_hmc = kernel.name == "hmc"
     chees = None
-    length = None
-    if is_hmc and kernel.num_steps is None:
-        length = kernel.trajectory_length or _INITIAL_TRAJECTORY
-        if kernel.adapts_trajectory:
-            chees = ChEES(length)
+    length = kernel.trajectory
+    if kernel.adapts_trajectory:
+        length = _INITIAL_TRAJECTORY
+        chees = ChEES(length)
     dense = kernel.dense_mass if kernel.dense_mass is not None else size <= DENSE_MAX_DIM
     ends = warmup_windows(num_steps) if kernel.adapt_mass_matrix else []
     init_end = int(0.15 * num_steps)
@@ -307,17 +297,9 @@ def run_warmup(
     restarted_in_window = torch.zeros(chain_shape, dtype=torch.bool, device=restarts.device)
     metric_estimated = not kernel.adapt_mass_matrix
 
-    def tuning(e: Tensor, n_steps: int | None = None) -> dict:
-        if not is_hmc:
-            return {}
-        if kernel.num_steps is not None:
-            return {"num_steps": kernel.num_steps}
-        if n_steps is not None:
-            return {"num_steps": n_steps}
-        return {"num_steps": kernel.leapfrog_steps(length * u, float(e.median()), early)}
-
     def accept_at(e: Tensor) -> Tensor:
-        _, info = warm.step(energy_fn, state, e, metric, generator, event_dim, **tuning(e, 1))
+        probe = warm.probe_tuning()
+        _, info = warm.step(energy_fn, state, e, metric, generator, event_dim, **probe)
         return info.acceptance_rate
 
     last_lp = -state.energy
@@ -347,17 +329,12 @@ def run_warmup(
         restarted_in_window.logical_or_(stuck)
         last_lp = -state.energy
 
-    u = 1.0
     for i in range(num_steps):
         early = not metric_estimated
         if chees is not None:
             length = chees.length
         u = chees.jitter() if chees is not None else 1.0
-        if is_hmc:
-            n_steps = tuning(eps)["num_steps"]
-            kw = {"num_steps": n_steps}
-        else:
-            kw = {}
+        kw = kernel.tuning(length, float(eps.median()), fraction=u, early=early)
         start = state
         state, info = step(energy_fn, state, eps, metric, generator, event_dim, **kw)
         acceptance = torch.nan_to_num(info.acceptance_rate, nan=0.0)
@@ -373,7 +350,7 @@ def run_warmup(
                     log_eps_sum = log_eps_sum + eps.log()
                     log_eps_n += 1
         if chees is not None and i >= init_end and info.momentum is not None:
-            time = n_steps * (eps if eps.dim() else eps.expand(chain_shape))
+            time = kw["num_steps"] * (eps if eps.dim() else eps.expand(chain_shape))
             chees.max_length = kernel.max_num_steps * float(eps.median())
             chees.update(start, info, metric, time)
             if i >= terminal:
