@@ -223,3 +223,12 @@ def test_fit_synchronizes_the_objective_after_every_forward(monkeypatch):
     assert float(fce.last_accuracy) == pytest.approx(0.99)
     assert int(fce.flow_updates) == 3  # every step took the flow's turn on the agreed accuracy
     assert len(calls) >= 3
+
+
+def test_non_finite_data_is_rejected_up_front_naming_the_first_bad_row():
+    data = torch.randn(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    data[17, 1] = float("nan")
+    data[30, 0] = float("inf")
+    energy = MLPEnergy(2, hidden=(8,)).double()
+    with pytest.raises(ValueError, match=r"row 17 holds nan at position 1 \(2 row\(s\)"):
+        fit(energy, data, ScoreMatching("sliced"), steps=2, batch_size=16, progress_bar=False)

@@ -72,6 +72,29 @@ def _make_schedule(name, optimizer, steps, warmup):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _check_finite_data(data: Tensor) -> None:
+    """Reject a data tensor holding NaN or inf, naming the first bad row and position.
+
+    A non-finite point makes every batch that holds it non-finite; :func:`fit` would skip those
+    steps one by one and train on the rest without saying that the data is the cause.
+    """
+    if not data.is_floating_point():
+        return
+    bad = ~torch.isfinite(data)
+    if not bool(bad.any()):
+        return
+    flat = bad.reshape(data.shape[0], -1)
+    row = int(flat.any(1).nonzero()[0])
+    column = int(flat[row].nonzero()[0])
+    where = tuple(int(i) for i in torch.unravel_index(torch.tensor(column), data.shape[1:]))
+    count = int(flat.any(1).sum())
+    raise ValueError(
+        f"data must be finite: row {row} holds {float(data[row].reshape(-1)[column])} at "
+        f"position {where if len(where) != 1 else where[0]} ({count} row(s) in all have NaN or "
+        "inf); drop or impute them before fit()"
+    )
+
+
 def fit(
     energy: nn.Module,
     data: Tensor | Dataset | DataLoader,
@@ -178,6 +201,8 @@ def fit(
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
     if not torch.is_tensor(data) and not isinstance(data, (Dataset, DataLoader)):
         raise ValueError(f"data must be a tensor, Dataset or DataLoader; got {type(data).__name__}")
+    if torch.is_tensor(data):
+        _check_finite_data(data)
 
     if device is None:
         params = list(energy.parameters())
