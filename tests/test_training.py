@@ -232,3 +232,14 @@ def test_non_finite_data_is_rejected_up_front_naming_the_first_bad_row():
     energy = MLPEnergy(2, hidden=(8,)).double()
     with pytest.raises(ValueError, match=r"row 17 holds nan at position 1 \(2 row\(s\)"):
         fit(energy, data, ScoreMatching("sliced"), steps=2, batch_size=16, progress_bar=False)
+
+
+def test_fit_without_a_seed_takes_one_draw_and_does_not_reseed_the_global_generator():
+    data = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    energy = MLPEnergy(2, hidden=(8,)).double()
+    torch.manual_seed(7)
+    fit(energy, data, ScoreMatching("sliced"), steps=3, batch_size=16, progress_bar=False)
+    after_fit = torch.rand(3)
+    torch.manual_seed(7)
+    torch.randint(0, 2**62, (1,))  # fit's one draw for its own generators
+    assert torch.equal(after_fit, torch.rand(3))

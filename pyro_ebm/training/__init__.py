@@ -153,7 +153,10 @@ def fit(
         stop training with a ``FloatingPointError`` naming the last good checkpoint.
     seed:
         Seeds the data order, the objective's sampling generator and torch's global generator
-        (used by noise distributions), so runs are reproducible.
+        (used by noise distributions), so runs are reproducible. ``None`` takes one draw from
+        torch's global generator for the first two and leaves the global generator's stream
+        to go on as it was (a ``pyro.set_rng_seed`` before ``fit`` still makes the run
+        reproducible, and is not reset by it).
     device:
         Where to train (default: the energy's device).
     checkpoint_dir, checkpoint_every, resume:
@@ -216,13 +219,15 @@ def fit(
     if world > 1 and batch_size % world:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the world size {world}")
     if seed is None:  # every rank must shuffle the data the same way
+        # one draw from the user's stream (so pyro.set_rng_seed still makes the run
+        # reproducible), and the global generator is not reseeded: the user's streams go on
         seed_t = torch.randint(0, 2**62, (1,))
         if world > 1:
             torch.distributed.broadcast(seed_t, 0)
         seed_base = int(seed_t)
     else:
         seed_base = seed
-    torch.manual_seed(seed_base + rank)  # noise distributions (NCE) draw from the global RNG
+        torch.manual_seed(seed_base + rank)  # noise distributions (NCE) draw from it
     gen = torch.Generator()  # data order: the same on every rank
     gen.manual_seed(seed_base)
     dev_gen = torch.Generator(device=device)  # the objective's sampling: one stream per rank
