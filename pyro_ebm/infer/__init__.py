@@ -6,6 +6,8 @@ from .kernels import HMC, KERNELS, MALA, ULA, Kernel, RandomWalkMH
 from .run import resume, sample
 from .samples import Samples
 from .sharded import sample_parallel
+from .vectorize import VectorizationWarning
+from .vectorized_mcmc import VectorizedMCMC
 
 __all__ = [
     "HMC",
@@ -24,4 +26,6 @@ __all__ = [
     "resume",
     "sample",
     "sample_parallel",
+    "VectorizationWarning",
+    "VectorizedMCMC",
 ]

@@ -80,8 +80,10 @@ class Convergence:
     stuck_chains: int
     converged: bool
 
-    def message(self, kernel: str) -> str:
-        """The warning text, with what to try."""
+    def message(
+        self, kernel: str, inspect: str = "Samples.summary() and Samples.convergence"
+    ) -> str:
+        """The warning text, with what to try (``inspect``: where to look further)."""
         parts = []
         rhat = self.nested_rhat if self.nested_rhat is not None else self.max_rhat
         label = "nested R-hat" if self.nested_rhat is not None else "R-hat"
@@ -97,8 +99,7 @@ class Convergence:
         return (
             f"the {kernel} chains may not have converged: {'; '.join(parts)}. Try more "
             "warmup (warmup_steps=), more draws or chains, kernel='hmc', or a start nearer the "
-            "bulk (init=); check for several modes. Inspect Samples.summary() and "
-            "Samples.convergence"
+            "bulk (init=); check for several modes. Inspect " + inspect
         )
 
 
@@ -149,10 +150,13 @@ def _names(prefix: str, shape: tuple[int, ...], index) -> list[str]:
             for k in index]  # fmt: skip
 
 
-def check_convergence(draws: Tensor, lp: Tensor, event_dim: int) -> Convergence | None:
+def check_convergence(
+    draws: Tensor, lp: Tensor, event_dim: int, labels: list[str] | None = None
+) -> Convergence | None:
     """R-hat and ESS of ``draws`` ``(chains, draws, *batch, *event)`` and of ``lp``.
 
-    ``lp`` has shape ``(chains, draws, *batch)``.
+    ``lp`` has shape ``(chains, draws, *batch)``. ``labels`` names each flattened coordinate
+    of a draw (default ``"x[i, ...]"``).
 
     Returns ``None`` when there are fewer than 4 draws per chain (no split R-hat exists).
     """
@@ -168,7 +172,8 @@ def check_convergence(draws: Tensor, lp: Tensor, event_dim: int) -> Convergence 
     coords = np.unique(np.linspace(0, size - 1, min(size, MAX_COORDS)).round().astype(int))
     lps = lp[pick].detach().to("cpu", torch.float64).reshape(len(pick), n, -1).numpy()
     values = np.concatenate([x[..., coords], lps], -1)
-    names = _names("x", shape, coords) + _names("lp", tuple(lp.shape[2:]), range(lps.shape[-1]))
+    names = _names("x", shape, coords) if labels is None else [labels[i] for i in coords]
+    names = names + _names("lp", tuple(lp.shape[2:]), range(lps.shape[-1]))
     rhat, bulk, tail = rhat_and_ess(values)
     scale = chains / len(pick)
     rhat = np.nan_to_num(rhat, nan=np.inf)
@@ -190,7 +195,7 @@ def check_convergence(draws: Tensor, lp: Tensor, event_dim: int) -> Convergence 
     return Convergence(max_rhat, nested, min_bulk, min_tail, names[worst], stuck, ok)
 
 
-def warn_if_unconverged(result: Convergence | None, kernel: str) -> None:
+def warn_if_unconverged(result: Convergence | None, kernel: str, **message) -> None:
     """Issue one :class:`ConvergenceWarning` if ``result`` says the run did not converge."""
     if result is not None and not result.converged:
-        warnings.warn(result.message(kernel), ConvergenceWarning, stacklevel=3)
+        warnings.warn(result.message(kernel, **message), ConvergenceWarning, stacklevel=3)

@@ -1,0 +1,300 @@
+"""The joint potential energy of a Pyro model, evaluated for many chains in one pass.
+
+For a model with continuous latent sites :math:`z_1, \\dots, z_K` (constrained values), each
+site is mapped to the unconstrained space by :math:`z_k = T_k(u_k)` with
+:math:`T_k = \\) ``biject_to(site.support)`` (or a transform the user gives), and the potential
+energy of the flattened unconstrained vector :math:`u` is
+
+.. math::
+
+    U(u) = -\\log p(T(u), y) - \\sum_k \\log \\left| \\det \\partial T_k / \\partial u_k
+    \\right|,
+
+the quantity Pyro's ``initialize_model`` returns as ``potential_fn``. Here it is computed for
+a batch of chains ``u`` of shape ``(num_chains, D)`` by running the model once under an outer
+plate over the chains, to the left of the model's own plates: the device of Pyro's vectorized
+ELBO particles and ``Predictive(parallel=True)``. Every site's ``log_prob`` (scaled and masked
+as Pyro does) is then summed over all but the chain dimension. A model whose shapes break
+under the extra dimension, or which mixes chains (e.g. a ``.sum()`` over all dimensions), is
+caught at set-up by comparing against chain-by-chain evaluation (:mod:`.vectorize`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.transforms import biject_to
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.poutine.util import site_is_subsample
+from torch import Tensor
+
+__all__ = ["CHAIN_PLATE", "LatentSite", "ModelPotential"]
+
+#: Name of the outer plate over chains (never a site name of a user's model).
+CHAIN_PLATE = "_pyro_ebm_chains"
+
+
+@dataclass
+class LatentSite:
+    """One latent sample site: its constrained and unconstrained shapes and its bijection."""
+
+    name: str
+    shape: torch.Size  # constrained value, as the model draws it without a chain plate
+    batch_shape: torch.Size  # of the site's distribution (plate and batch dimensions)
+    unconstrained_shape: torch.Size
+    transform: object  # a torch.distributions.Transform onto the site's support
+    dims: tuple[str | None, ...]  # plate name of each batch dimension (None when unnamed)
+
+    @property
+    def size(self) -> int:
+        return self.unconstrained_shape.numel()
+
+
+def _energy_distribution(fn):
+    """The EnergyDistribution under ``fn`` (through ``Independent``/masks), else ``None``.
+
+    Duck-typed: ``infer/`` never imports :mod:`pyro_ebm.distribution` (import layering).
+    """
+    while fn is not None:
+        if hasattr(fn, "energy") and hasattr(fn, "sampler_kwargs"):
+            return fn
+        fn = getattr(fn, "base_dist", None)
+    return None
+
+
+def _shape_probe(site: dict) -> Tensor:
+    """A value of the right shape for the set-up trace, without running a sampler.
+
+    Discrete sites are refused here with the message users see.
+    """
+    fn = site["fn"]
+    support = fn.support
+    if support.is_discrete:
+        raise ValueError(
+            f"latent site {site['name']!r} is discrete (support {support}); VectorizedMCMC "
+            "samples continuous latent sites only and does not enumerate discrete ones: "
+            "marginalize the site out of the model by hand, or observe it"
+        )
+    ebm = _energy_distribution(fn)
+    if ebm is not None:  # its sample() runs MCMC: a zero of the right shape does here
+        transform = biject_to(support)
+        dtype, device = ebm._dtype_device()
+        shape = transform.inverse_shape(fn.shape())
+        return transform(torch.zeros(shape, dtype=dtype, device=device))
+    return fn.sample().detach()
+
+
+def _plate_depth(trace) -> int:
+    """Max plate nesting of a trace: the deepest plate or distribution batch dimension."""
+    nesting = 0
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        nesting = max(nesting, len(site["fn"].batch_shape))
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized and frame.dim is not None:
+                nesting = max(nesting, -frame.dim)
+    return nesting
+
+
+class ModelPotential:
+    """Potential energy :math:`U(u)` of a Pyro model, for a batch of flattened chains.
+
+    Parameters
+    ----------
+    model:
+        A Pyro model (a callable with ``pyro.sample`` statements).
+    model_args, model_kwargs:
+        Arguments the model is called with (its data).
+    transforms:
+        Optional ``{site: Transform}`` from the unconstrained space onto a site's support,
+        overriding ``biject_to(site.support)`` (Pyro's meaning of ``transforms``).
+    max_plate_nesting:
+        The model's plate depth; found from one trace when ``None``.
+
+    Attributes
+    ----------
+    sites:
+        The latent sites in the order the model samples them.
+    dim:
+        Length :math:`D` of the flattened unconstrained vector.
+    deterministic:
+        ``{name: shape}`` of the model's ``pyro.deterministic`` sites.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        model_args: tuple = (),
+        model_kwargs: dict | None = None,
+        *,
+        transforms: dict | None = None,
+        max_plate_nesting: int | None = None,
+    ) -> None:
+        self.model = model
+        self.args = tuple(model_args)
+        self.kwargs = dict(model_kwargs or {})
+        with poutine.block(), pyro.validation_enabled(False):
+            trace = poutine.trace(InitMessenger(_shape_probe)(model)).get_trace(
+                *self.args, **self.kwargs
+            )
+        nesting = _plate_depth(trace)
+        self.max_plate_nesting = nesting if max_plate_nesting is None else int(max_plate_nesting)
+        if self.max_plate_nesting < nesting:
+            raise ValueError(
+                f"max_plate_nesting={max_plate_nesting} is smaller than the model's plate "
+                f"depth {nesting}"
+            )
+        transforms = dict(transforms or {})
+        self.sites: list[LatentSite] = []
+        self.deterministic: dict[str, torch.Size] = {}
+        self.observed: list[str] = []
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if site["is_observed"]:
+                if site["infer"].get("_deterministic"):
+                    self.deterministic[name] = site["value"].shape
+                else:
+                    self.observed.append(name)
+                continue
+            fn, value = site["fn"], site["value"]
+            transform = transforms.get(name) or biject_to(fn.support)
+            batch = fn.batch_shape
+            own = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
+            dims = tuple(own.get(i - len(batch)) for i in range(len(batch)))
+            self.sites.append(
+                LatentSite(
+                    name, value.shape, batch, transform.inverse_shape(value.shape), transform, dims
+                )  # fmt: skip
+            )
+        if not self.sites:
+            raise ValueError("the model has no latent sample sites: there is nothing to sample")
+        self.dim = sum(s.size for s in self.sites)
+        self.dtype = trace.nodes[self.sites[0].name]["value"].dtype
+        self.device = trace.nodes[self.sites[0].name]["value"].device
+        self.transforms = {s.name: s.transform for s in self.sites}
+
+    # -- layout ------------------------------------------------------------------------------
+    def unpack(self, flat: Tensor) -> dict[str, Tensor]:
+        """``(*batch, D)`` -> ``{site: (*batch, *unconstrained_shape)}``."""
+        parts = torch.split(flat, [s.size for s in self.sites], dim=-1)
+        lead = flat.shape[:-1]
+        return {s.name: p.reshape(lead + s.unconstrained_shape)
+                for s, p in zip(self.sites, parts, strict=True)}  # fmt: skip
+
+    def pack(self, params: dict[str, Tensor]) -> Tensor:
+        """Inverse of :meth:`unpack`: unconstrained values with any leading dims -> flat."""
+        parts = []
+        for s in self.sites:
+            value = torch.as_tensor(params[s.name])
+            lead = value.shape[: value.dim() - len(s.unconstrained_shape)]
+            parts.append(value.reshape(lead + (s.size,)))
+        lead = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+        return torch.cat([p.expand(lead + p.shape[-1:]) for p in parts], -1)
+
+    def constrain(self, flat: Tensor) -> dict[str, Tensor]:
+        """Constrained site values, ``{site: (*batch, *shape)}``."""
+        return {s.name: s.transform(u) for s, u in zip(self.sites, self.unpack(flat).values(),
+                                                        strict=True)}  # fmt: skip
+
+    def unconstrain(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Unconstrained values of constrained ``{site: tensor}``."""
+        return {s.name: s.transform.inv(values[s.name]) for s in self.sites}
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _chain_view(self, site: LatentSite, value: Tensor) -> Tensor:
+        """``(C, *shape)`` -> ``(C, 1, ..., 1, *shape)`` with the chain dim at plate depth + 1."""
+        pad = self.max_plate_nesting - len(site.batch_shape)
+        return value.reshape(value.shape[:1] + (1,) * pad + site.shape)
+
+    def _run(self, flat: Tensor) -> tuple[object, Tensor]:
+        """The model's trace under the chain plate, conditioned on the chains' values."""
+        num = flat.shape[0]
+        unc = self.unpack(flat)
+        data, log_det = {}, flat.new_zeros(num)
+        for s in self.sites:
+            u = unc[s.name]
+            x = s.transform(u)
+            ladj = s.transform.log_abs_det_jacobian(u, x)
+            log_det = log_det + ladj.reshape(num, -1).sum(-1) if ladj.dim() else log_det + ladj
+            data[s.name] = self._chain_view(s, x)
+        with pyro.plate(CHAIN_PLATE, num, dim=-(self.max_plate_nesting + 1)):
+            trace = poutine.trace(poutine.condition(self.model, data)).get_trace(
+                *self.args, **self.kwargs
+            )
+        return trace, log_det
+
+    def log_joint(self, trace, num: int) -> Tensor:
+        """Per-chain sum of every site's (scaled, masked) ``log_prob``: shape ``(num,)``."""
+        trace.compute_log_prob()
+        depth = self.max_plate_nesting + 1
+        total = None
+        for site in trace.nodes.values():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            lp = site["log_prob"]
+            if lp.dim() > depth:
+                raise ValueError(
+                    f"site {site['name']!r} has log_prob of shape {tuple(lp.shape)}, deeper "
+                    f"than the model's plates ({self.max_plate_nesting}): pass "
+                    "max_plate_nesting= or declare event dimensions with .to_event()"
+                )
+            lp = lp.reshape((1,) * (depth - lp.dim()) + lp.shape)
+            lp = lp.sum(tuple(range(1, depth))) if depth > 1 else lp
+            total = lp if total is None else total + lp
+        return total.expand(num)
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        """:math:`U(u)` of every chain: ``(num_chains, D)`` -> ``(num_chains,)``."""
+        trace, log_det = self._run(flat)
+        return -(self.log_joint(trace, flat.shape[0]) + log_det)
+
+    def single(self, flat: Tensor) -> Tensor:
+        """:math:`U(u)` of one chain ``(D,)`` without the chain plate (the reference path)."""
+        unc = self.unpack(flat)
+        data, log_det = {}, flat.new_zeros(())
+        for s in self.sites:
+            u = unc[s.name]
+            x = s.transform(u)
+            log_det = log_det + s.transform.log_abs_det_jacobian(u, x).sum()
+            data[s.name] = x
+        trace = poutine.trace(poutine.condition(self.model, data)).get_trace(
+            *self.args, **self.kwargs
+        )
+        return -(trace.log_prob_sum() + log_det)
+
+    def deterministic_values(self, flat: Tensor) -> dict[str, Tensor]:
+        """The ``pyro.deterministic`` sites at every chain's point: ``{name: (C, *shape)}``."""
+        if not self.deterministic:
+            return {}
+        with torch.no_grad():
+            trace, _ = self._run(flat)
+        num, out, unsafe = flat.shape[0], {}, []
+        for name, shape in self.deterministic.items():
+            value = trace.nodes[name]["value"].detach()
+            lead = value.shape[: value.dim() - len(shape)]
+            if value.shape[value.dim() - len(shape) :] != shape or lead.numel() not in (1, num):
+                unsafe.append(name)  # its expression mixes chains: evaluated one by one
+                continue
+            value = value.reshape((-1,) + shape) if len(lead) else value.unsqueeze(0)
+            out[name] = value.expand((num,) + shape).clone()
+        if unsafe:
+            out.update(self.deterministic_one_by_one(flat, unsafe))
+        return out
+
+    def deterministic_one_by_one(self, flat: Tensor, names: list[str] | None = None) -> dict:
+        """Deterministic sites from one trace per point (for models that do not vectorize)."""
+        names = list(self.deterministic) if names is None else names
+        rows: dict[str, list[Tensor]] = {k: [] for k in names}
+        with torch.no_grad():
+            for point in flat:
+                trace = poutine.trace(poutine.condition(self.model, self.constrain(point)))
+                trace = trace.get_trace(*self.args, **self.kwargs)
+                for k in names:
+                    rows[k].append(trace.nodes[k]["value"].detach().reshape(self.deterministic[k]))
+        return {k: torch.stack(v) for k, v in rows.items()}

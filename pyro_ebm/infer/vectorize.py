@@ -1,0 +1,139 @@
+"""Evaluate a per-chain potential for a batch of chains: in one pass, by ``vmap``, or a loop.
+
+A model (or a potential over a dict of sites) is first tried *batched*, every chain in one
+call. That is only trusted after it has been compared with chain-by-chain evaluation on a few
+distinct chains: a model whose shapes break under the extra dimension raises, and a model that
+mixes chains (say, ``x.sum()`` over every dimension) returns different numbers. Either way the
+set-up falls back to ``torch.func.vmap`` of the one-chain potential and, where that fails too
+(data-dependent control flow, in-place updates), to a Python loop over chains, with a
+:class:`VectorizationWarning` naming the cause. Wrong numbers are never returned silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pyro
+import torch
+from torch import Tensor
+
+__all__ = ["VectorizationWarning", "vectorized_potential"]
+
+
+class VectorizationWarning(UserWarning):
+    """The model does not run under an extra chain dimension: chains are evaluated by
+    ``torch.func.vmap`` or one by one (correct, slower)."""
+
+
+def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    return (1e-9, 1e-9) if dtype == torch.float64 else (1e-4, 1e-4)
+
+
+def _agrees(batched: Tensor, reference: Tensor) -> bool:
+    if batched.shape != reference.shape:
+        return False
+    both_inf = torch.isinf(batched) & torch.isinf(reference) & (batched == reference)
+    rtol, atol = _tolerance(reference.dtype)
+    close = (batched - reference).abs() <= atol + rtol * reference.abs()
+    return bool((close | both_inf | (torch.isnan(batched) & torch.isnan(reference))).all())
+
+
+class _Looped:
+    """Chain by chain, as a last resort."""
+
+    def __init__(self, single: Callable[[Tensor], Tensor]) -> None:
+        self.single = single
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        return torch.stack([self.single(row) for row in flat])
+
+
+class _Vmapped:
+    def __init__(self, single: Callable[[Tensor], Tensor]) -> None:
+        self.single = single
+        self.fn = torch.func.vmap(self._quiet, randomness="different")
+
+    def _quiet(self, row: Tensor) -> Tensor:
+        with pyro.validation_enabled(False):  # its checks branch on data, which vmap refuses
+            return self.single(row)
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        return self.fn(flat)
+
+
+def _probe_points(probe: Tensor) -> Tensor:
+    """A few distinct chains around ``probe`` (distinct, so that mixing chains shows)."""
+    gen = torch.Generator(device=probe.device).manual_seed(0)
+    noise = torch.randn((3,) + probe.shape, generator=gen, dtype=probe.dtype, device=probe.device)
+    return probe + 0.3 * noise * torch.arange(1, 4, dtype=probe.dtype, device=probe.device).view(
+        3, *([1] * probe.dim())
+    )
+
+
+def vectorized_potential(
+    batched: Callable[[Tensor], Tensor],
+    single: Callable[[Tensor], Tensor],
+    probe: Tensor,
+    what: str = "the model",
+) -> tuple[Callable[[Tensor], Tensor], str]:
+    """The fastest evaluation of ``single`` over chains that agrees with it.
+
+    Parameters
+    ----------
+    batched:
+        Candidate batched potential, ``(C, D) -> (C,)``.
+    single:
+        The reference one-chain potential, ``(D,) -> ()``.
+    probe:
+        A point ``(D,)`` inside the support (e.g. an initial position).
+    what:
+        How the warning names the potential.
+
+    Returns
+    -------
+    (fn, mode):
+        ``mode`` is ``"vectorized"``, ``"vmap"`` or ``"loop"``.
+    """
+    points = _probe_points(probe.detach())
+    with torch.no_grad():
+        reference = torch.stack([single(row) for row in points])
+    try:
+        with torch.no_grad():
+            value = batched(points)
+        if _agrees(value, reference):
+            return batched, "vectorized"
+        reason = (
+            f"under an outer chain dimension it gave {_short(value)} where chain-by-chain "
+            f"evaluation gives {_short(reference)} (it mixes chains or broadcasts wrongly)"
+        )
+    except Exception as err:  # noqa: BLE001 - any failure means: not vectorizable
+        reason = f"it fails under an outer chain dimension ({type(err).__name__}: {_first(err)})"
+    fn, mode = _Vmapped(single), "vmap"
+    try:
+        with torch.no_grad():
+            ok = _agrees(fn(points), reference)
+    except Exception:  # noqa: BLE001
+        ok = False
+    if not ok:
+        fn, mode = _Looped(single), "loop"
+    how = "torch.func.vmap" if mode == "vmap" else "a loop over chains (slow)"
+    warnings.warn(
+        f"{what} does not vectorize over chains: {reason}. Chains are evaluated by {how}; "
+        "the results are right. To run at full speed, write the model with pyro.plate for its "
+        "batch dimensions and index from the right (e.g. x[..., 0], .sum(-1)).",
+        VectorizationWarning,
+        stacklevel=3,
+    )
+    return fn, mode
+
+
+def _short(t: Tensor) -> str:
+    values = ", ".join(f"{float(v):.6g}" for v in t.reshape(-1)[:3]) if torch.is_tensor(t) else t
+    shape = tuple(t.shape) if torch.is_tensor(t) else "?"
+    return f"[{values}] (shape {shape})"
+
+
+def _first(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else ""
