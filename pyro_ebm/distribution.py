@@ -15,7 +15,7 @@ from torch import Tensor
 
 __all__ = ["EnergyDistribution"]
 
-_DEFAULT_SAMPLER_KWARGS = {"warmup_steps": 200, "num_transitions": 50}
+_POOL_OPTIONS = ("num_transitions", "pool_size", "fresh")
 
 
 class EnergyDistribution(TorchDistribution):
@@ -43,9 +43,10 @@ class EnergyDistribution(TorchDistribution):
     sampler:
         Kernel used by :meth:`sample`: ``"mala"`` (default), ``"hmc"``, ``"rwmh"`` or ``"ula"``.
     sampler_kwargs:
-        Arguments for :func:`pyro_ebm.infer.sample` (e.g. ``warmup_steps``, ``step_size``,
-        ``seed``, HMC's ``num_steps``), plus ``num_transitions``: transitions after warmup
-        before the final states are returned (default: 200 warmup steps, 50 transitions).
+        Arguments for :func:`pyro_ebm.infer.sample` (e.g. ``warmup_steps``, ``seed``,
+        ``dtype``), plus the options of the warm-chain pool that :meth:`sample` keeps:
+        ``num_transitions`` (transitions per call, default 10), ``pool_size`` (chains kept
+        warm, default 64) and ``fresh`` (``True``: a new warmup on every call).
     validate_args:
         Pyro/torch argument validation (checks the energy's output shape at construction and
         values in :meth:`log_prob`).
@@ -186,39 +187,58 @@ class EnergyDistribution(TorchDistribution):
         shape = _broadcast_shapes(value.shape[: value.dim() - event_dim], self.batch_shape)
         return lp.expand(shape) if lp.shape != shape else lp
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(
+        self, sample_shape: torch.Size | tuple[int, ...] = (), fresh: bool | None = None
+    ) -> Tensor:
         """Approximate draws of shape ``sample_shape + batch_shape + event_shape``.
 
-        Every requested draw is the final state of its own chain of the vectorized sampler
-        (``sampler``, default MALA), after warmup with step-size adaptation. Uses torch's global
-        generator unless ``sampler_kwargs`` gives a ``seed``, so ``pyro.set_rng_seed`` applies.
-        A ``sample_shape`` with no elements, such as ``(0,)``, returns an empty tensor of the
-        right shape without running the sampler.
+        Draws come from a pool of warm chains of the vectorized sampler (``sampler``, default
+        MALA), kept between calls (:mod:`pyro_ebm.infer.warm_chains`): the first call runs the
+        engine's warmup for ``pool_size`` chains (64 by default, more if more draws are asked),
+        and every later call advances all of them by ``num_transitions`` (default 10)
+        transitions and returns the next chains in rotation, so repeated calls (``Predictive``,
+        init strategies) cost a few transitions each. Draws within a call are different chains;
+        a chain is handed out again only after ``pool_size / n`` calls of ``n`` draws. The pool
+        is rebuilt when the energy's parameters change (an optimizer step, ``load_state_dict``)
+        or the settings do; pass ``fresh=True`` (here or in ``sampler_kwargs``) for a new warmup
+        on every call, i.e. independent draws, or when a plain function's closure changed.
+
+        Uses torch's global generator unless ``sampler_kwargs`` gives a ``seed``, so
+        ``pyro.set_rng_seed`` applies. A ``sample_shape`` with no elements, such as ``(0,)``,
+        returns an empty tensor of the right shape without running the sampler.
         """
-        from .infer import sample as run_sampler
+        from .infer.warm_chains import (
+            DEFAULT_NUM_TRANSITIONS,
+            DEFAULT_POOL_SIZE,
+            fingerprint,
+            pool_for,
+        )
 
         sample_shape = torch.Size(sample_shape)
         shape = sample_shape + self.batch_shape + self.event_shape
         dtype, device = self._dtype_device()
-        if sample_shape.numel() == 0 and len(sample_shape) > 0:  # no draws: no chain to run
-            dtype = self.sampler_kwargs.get("dtype", dtype)
-            return torch.empty(shape, dtype=dtype, device=self.sampler_kwargs.get("device", device))
-        num = sample_shape.numel()
-        kwargs = {**_DEFAULT_SAMPLER_KWARGS, **self.sampler_kwargs}
-        num_samples = kwargs.pop("num_transitions")
-        kwargs.setdefault("progress_bar", False)
+        kwargs = dict(self.sampler_kwargs)
+        num_transitions = kwargs.pop("num_transitions", DEFAULT_NUM_TRANSITIONS)
+        pool_size = kwargs.pop("pool_size", DEFAULT_POOL_SIZE)
+        fresh = bool(kwargs.pop("fresh", False) if fresh is None else fresh)
         kwargs.setdefault("dtype", dtype)
         kwargs.setdefault("device", device)
+        if sample_shape.numel() == 0 and len(sample_shape) > 0:  # no draws: no chain to run
+            return torch.empty(shape, dtype=kwargs["dtype"], device=kwargs["device"])
+        kwargs.setdefault("progress_bar", False)
+        sampler = self.sampler
+        key = (
+            tuple(self.batch_shape), tuple(self.event_shape),
+            sampler if isinstance(sampler, str) else (type(sampler), id(sampler)),
+            repr(sorted(kwargs.items(), key=lambda kv: kv[0])), num_transitions, pool_size,
+        )  # fmt: skip
+        pool = pool_for(self.energy, key)
         with torch.no_grad():
-            out = run_sampler(
-                self,
-                num_samples,
-                num_chains=num,
-                kernel=self.sampler,
-                keep=False,
-                **kwargs,
-            )
-        return out.samples[:, -1].detach().reshape(shape)
+            draws = pool.draw(
+                self, sample_shape.numel(), kernel=sampler, num_transitions=num_transitions,
+                pool_size=pool_size, fresh=fresh, version=fingerprint(self.energy), **kwargs,
+            )  # fmt: skip
+        return draws.detach().reshape(shape)
 
     def expand(self, batch_shape, _instance=None) -> EnergyDistribution:
         new = self._get_checked_instance(EnergyDistribution, _instance)

@@ -150,8 +150,77 @@ def test_sampler_option(sampler):
 
 def test_seeded_sampler_kwargs_are_reproducible():
     kw = {"seed": 3}
-    d = EnergyDistribution(IsoGaussian(torch.zeros(2)), event_shape=(2,), sampler_kwargs=kw)
-    torch.testing.assert_close(d.sample((4,)), d.sample((4,)), rtol=0, atol=0)
+    a = EnergyDistribution(IsoGaussian(torch.zeros(2)), event_shape=(2,), sampler_kwargs=kw)
+    b = EnergyDistribution(IsoGaussian(torch.zeros(2)), event_shape=(2,), sampler_kwargs=kw)
+    first, second = a.sample((4,)), a.sample((4,))
+    torch.testing.assert_close(first, b.sample((4,)), rtol=0, atol=0)
+    torch.testing.assert_close(second, b.sample((4,)), rtol=0, atol=0)
+    assert not torch.equal(first, second)  # the pool moves on between calls
+
+
+# ------------------------------------------------------------------------ warm-chain pool
+
+
+class _Counting(torch.nn.Module):
+    """A Gaussian energy with a learnable location that counts its evaluations."""
+
+    def __init__(self, loc) -> None:
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.as_tensor(loc, dtype=torch.float64))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return 0.5 * (x - self.loc).square().sum(-1)
+
+
+def test_warm_pool_repeated_calls_are_cheap_and_have_the_right_moments():
+    energy = _Counting([1.0, -1.0])
+    d = EnergyDistribution(energy, event_shape=(2,))
+    d.sample()  # the first call warms the pool up
+    before = energy.calls
+    draws = torch.stack([d.sample() for _ in range(600)])
+    per_call = (energy.calls - before) / 600
+    assert per_call <= 10 + 1, per_call  # num_transitions evaluations, no warmup
+    z_mean, z_var = iid_zscores(draws, energy.loc.detach(), torch.ones(2))
+    assert z_mean.abs().max() < Z_CRIT and z_var.abs().max() < Z_CRIT
+    # a new distribution over the same energy (as a Pyro model builds one per run) shares it
+    again = EnergyDistribution(energy, event_shape=(2,))
+    before = energy.calls
+    again.sample()
+    assert energy.calls - before <= 11
+
+
+def test_warm_pool_resets_when_the_parameters_change():
+    energy = _Counting([0.0, 0.0])
+    d = EnergyDistribution(energy, event_shape=(2,))
+    d.sample((8,))
+    opt = torch.optim.SGD(energy.parameters(), lr=1.0)
+    energy.loc.grad = torch.tensor([-4.0, -4.0], dtype=torch.float64)
+    opt.step()  # loc -> (4, 4), in place
+    before = energy.calls
+    draws = torch.stack([d.sample() for _ in range(400)])
+    assert energy.calls - before > 400  # a new warmup ran
+    z_mean, _ = iid_zscores(draws, torch.full((2,), 4.0), torch.ones(2))
+    assert z_mean.abs().max() < Z_CRIT
+    with torch.no_grad():
+        energy.loc.data.fill_(-3.0)  # through .data: no version bump, still detected
+    draws = torch.stack([d.sample() for _ in range(400)])
+    z_mean, _ = iid_zscores(draws, torch.full((2,), -3.0), torch.ones(2))
+    assert z_mean.abs().max() < Z_CRIT
+
+
+def test_fresh_draws_run_a_new_warmup_each_call():
+    energy = _Counting([0.0, 0.0])
+    d = EnergyDistribution(energy, event_shape=(2,))
+    d.sample()
+    before = energy.calls
+    d.sample(fresh=True)
+    assert energy.calls - before > 100
+    quick = EnergyDistribution(energy, event_shape=(2,), sampler_kwargs={"fresh": True})
+    before = energy.calls
+    quick.sample()
+    assert energy.calls - before > 100
 
 
 # ----------------------------------------------------------------------------- validation

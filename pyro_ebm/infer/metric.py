@@ -130,11 +130,18 @@ class Metric:
         return prod.flatten(prod.dim() - self.event_dim).sum(-1) if self.event_dim else prod
 
     def state_dict(self) -> dict:
-        return {"inv_mass": None if self.inv_mass is None else self.inv_mass.clone()}
+        """The inverse mass matrix and its factors (restored without a new factorization)."""
+        if self.inv_mass is None:
+            return {"inv_mass": None}
+        return {"inv_mass": self.inv_mass.clone(), "kind": self.kind, "scale": self._scale,
+                "scale_inv": self._scale_inv}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         if state["inv_mass"] is None:
-            self.kind, self.inv_mass, self._scale = "identity", None, None
+            self.kind, self.inv_mass, self._scale, self._scale_inv = "identity", None, None, None
+        elif "scale" in state:
+            self.kind, self.inv_mass = state["kind"], state["inv_mass"]
+            self._scale, self._scale_inv = state["scale"], state["scale_inv"]
         else:
             self.set(state["inv_mass"])
 

@@ -18,7 +18,7 @@ import pyro
 import torch
 from torch import Tensor
 
-__all__ = ["VectorizationWarning", "vectorized_potential"]
+__all__ = ["JitPotential", "VectorizationWarning", "vectorized_potential"]
 
 
 class VectorizationWarning(UserWarning):
@@ -137,3 +137,51 @@ def _short(t: Tensor) -> str:
 def _first(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else ""
+
+
+class JitPotential:
+    """A batched potential traced by ``torch.jit.trace``, once per input shape (opt-in).
+
+    Tracing records the tensor operations of one call, so the Python overhead of Pyro's
+    effect handlers is paid once. As with Pyro's ``jit_compile``, control flow and random
+    choices inside the model (data subsampling) are frozen at the traced values: use it for
+    models without them. Every trace is checked against the eager potential at other points;
+    if they differ, a :class:`VectorizationWarning` says so and the eager potential is used.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
+        self.fn = fn
+        self.cache: dict[tuple, Callable[[Tensor], Tensor]] = {}
+
+    def _trace(self, flat: Tensor) -> Callable[[Tensor], Tensor]:
+        def call(x: Tensor) -> Tensor:
+            return self.fn(x)
+
+        base = flat.detach()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings about Python values
+                traced = torch.jit.trace(call, (base,), check_trace=False)
+                gen = torch.Generator(device=base.device).manual_seed(1)
+                other = base + 0.1 * torch.randn(
+                    base.shape, generator=gen, dtype=base.dtype, device=base.device
+                )
+                with torch.no_grad():
+                    ok = _agrees(traced(other), self.fn(other))
+        except Exception as err:  # noqa: BLE001
+            ok, traced = False, None
+            why = f"tracing failed ({type(err).__name__}: {_first(err)})"
+        else:
+            why = "the traced potential differs from the eager one (control flow on values?)"
+        if ok:
+            return traced
+        warnings.warn(f"jit_compile: {why}; using the eager potential", VectorizationWarning,
+                      stacklevel=4)  # fmt: skip
+        return self.fn
+
+    def __call__(self, flat: Tensor) -> Tensor:
+        key = (tuple(flat.shape), flat.dtype, flat.device)
+        fn = self.cache.get(key)
+        if fn is None:
+            fn = self.cache[key] = self._trace(flat)
+        return fn(flat)

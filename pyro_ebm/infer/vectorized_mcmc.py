@@ -32,7 +32,7 @@ from .kernels import Kernel
 from .model_potential import CHAIN_PLATE, ModelPotential
 from .run import sample
 from .samples import Samples
-from .vectorize import vectorized_potential
+from .vectorize import JitPotential, vectorized_potential
 
 __all__ = ["VectorizedMCMC"]
 
@@ -105,6 +105,12 @@ class VectorizedMCMC:
         Turn the progress bars off.
     thin, seed, restart_chains, check_convergence, device, sample_device, compile:
         As in :func:`~pyro_ebm.infer.sample`.
+    jit_compile:
+        Trace the vectorized potential with ``torch.jit.trace`` (as Pyro's ``jit_compile``):
+        removes the Python overhead of Pyro's effect handlers, which dominates for small
+        models with few chains; control flow and subsampling in the model are frozen, and
+        each trace is checked against the eager potential
+        (:class:`~pyro_ebm.infer.vectorize.JitPotential`).
 
     Attributes
     ----------
@@ -150,6 +156,7 @@ class VectorizedMCMC:
         device: torch.device | str | None = None,
         sample_device: torch.device | str | None = None,
         compile: bool = False,
+        jit_compile: bool = False,
     ) -> None:
         if not isinstance(kernel, Kernel):
             raise ValueError(
@@ -176,6 +183,7 @@ class VectorizedMCMC:
         self.device = device
         self.sample_device = sample_device
         self.compile = bool(compile)
+        self.jit_compile = bool(jit_compile)
         self.potential = None
         self.mode: str | None = None
         self.result: Samples | None = None
@@ -288,6 +296,8 @@ class VectorizedMCMC:
         what = "the model" if isinstance(pot, ModelPotential) else "potential_fn"
         fn, self.mode = vectorized_potential(pot, pot.single, probe, what)
         fn = _Quiet(fn)
+        if self.jit_compile and self.mode == "vectorized":
+            fn = JitPotential(fn)
         self.potential = pot
         init = given if given is not None else self._initial_positions(pot, fn)
         self.result = sample(
