@@ -41,6 +41,7 @@ PAGES = (
     "tutorials/03_sampling_theory",
     "tutorials/04_partition_function",
     "tutorials/05_digits",
+    "tutorials/06_pyro_models_on_many_chains",
     "api/index",
 )
 

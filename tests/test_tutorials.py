@@ -32,6 +32,7 @@ def test_tutorials_exist():
         "03_sampling_theory",
         "04_partition_function",
         "05_digits",
+        "06_pyro_models_on_many_chains",
     }
     for path in TUTORIALS:
         assert 'smoke_test = "CI" in os.environ' in path.read_text(), path.name
