@@ -98,14 +98,23 @@ def eight_schools(y, sigma):
 
 
 nuts, t_nuts = timed(
-    lambda: MCMC(NUTS(eight_schools), num_samples=NUTS_SAMPLES, warmup_steps=NUTS_WARMUP,
-                 disable_progbar=True),  # fmt: skip
+    lambda: MCMC(
+        NUTS(eight_schools),
+        num_samples=NUTS_SAMPLES,
+        warmup_steps=NUTS_WARMUP,
+        disable_progbar=True,
+    ),  # fmt: skip
     y,
     sigma,
 )
 vec, t_vec = timed(
-    lambda: VectorizedMCMC(HMC(eight_schools), num_samples=SAMPLES, warmup_steps=WARMUP,
-                           num_chains=CHAINS, disable_progbar=True),  # fmt: skip
+    lambda: VectorizedMCMC(
+        HMC(eight_schools),
+        num_samples=SAMPLES,
+        warmup_steps=WARMUP,
+        num_chains=CHAINS,
+        disable_progbar=True,
+    ),  # fmt: skip
     y,
     sigma,
 )
@@ -133,9 +142,10 @@ side_by_side({"Pyro NUTS (1 chain)": (nuts, t_nuts), "VectorizedMCMC(HMC)": (vec
 # The posterior means and sds agree within Monte Carlo error (posteriordb's reference: $\mu$
 # about 4.4 $\pm$ 3.3, $\tau$ about 3.6 $\pm$ 3.2; `theta_trans` is the first school's).
 # `VectorizedMCMC` also records the `pyro.deterministic` site `theta`, which
-# `pyro.infer.MCMC.get_samples` leaves out. The vectorized run draws many more effective samples per second. `vec.summary()` prints Pyro's
-# table and `vec.diagnostics()` gives Pyro's `n_eff`/`r_hat` plus every chain's divergences,
-# acceptance rate and warmup restarts; a run that has not converged warns.
+# `pyro.infer.MCMC.get_samples` leaves out. The vectorized run draws many more effective
+# samples per second. `vec.summary()` prints Pyro's table and `vec.diagnostics()` gives
+# Pyro's `n_eff`/`r_hat` plus every chain's divergences, acceptance rate and warmup restarts;
+# a run that has not converged warns.
 
 # %%
 vec.summary()
@@ -161,13 +171,22 @@ def inverse_problem(y):
 
 
 nuts2, t_nuts2 = timed(
-    lambda: MCMC(NUTS(inverse_problem), num_samples=NUTS_SAMPLES, warmup_steps=NUTS_WARMUP,
-                 disable_progbar=True),  # fmt: skip
+    lambda: MCMC(
+        NUTS(inverse_problem),
+        num_samples=NUTS_SAMPLES,
+        warmup_steps=NUTS_WARMUP,
+        disable_progbar=True,
+    ),  # fmt: skip
     y_obs,
 )
 vec2, t_vec2 = timed(
-    lambda: VectorizedMCMC(MALA(inverse_problem), num_samples=SAMPLES, warmup_steps=WARMUP,
-                           num_chains=CHAINS, disable_progbar=True),  # fmt: skip
+    lambda: VectorizedMCMC(
+        MALA(inverse_problem),
+        num_samples=SAMPLES,
+        warmup_steps=WARMUP,
+        num_chains=CHAINS,
+        disable_progbar=True,
+    ),  # fmt: skip
     y_obs,
 )
 side_by_side({"Pyro NUTS (1 chain)": (nuts2, t_nuts2), "VectorizedMCMC(MALA)": (vec2, t_vec2)},
@@ -185,6 +204,7 @@ side_by_side({"Pyro NUTS (1 chain)": (nuts2, t_nuts2), "VectorizedMCMC(MALA)": (
 # call runs the warmup, every later call advances the pool by `num_transitions` (10)
 # transitions and hands out the next chain. `fresh=True` (in `sampler_kwargs`) runs a new
 # warmup on every call instead: independent draws, but each costs a whole run.
+
 
 # %%
 def prior_predictive():
