@@ -28,7 +28,9 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
+from pyro.distributions.util import scale_and_mask
 from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
@@ -99,6 +101,44 @@ def _plate_depth(trace) -> int:
             if frame.vectorized and frame.dim is not None:
                 nesting = max(nesting, -frame.dim)
     return nesting
+
+
+class _LogJoint(Messenger):
+    """Condition latent sites on given values and add up every site's scaled, masked
+    ``log_prob`` per chain as the model runs: what ``trace(condition(model))`` followed by
+    ``compute_log_prob`` gives, without building a trace (the hot path of sampling)."""
+
+    def __init__(self, data: dict[str, Tensor], depth: int, num: int) -> None:
+        super().__init__()
+        self.data, self.depth, self.num = data, depth, num
+        self.total: Tensor | int = 0
+
+    def _pyro_sample(self, msg) -> None:
+        value = self.data.get(msg["name"])
+        if value is not None:
+            msg["value"] = value
+            msg["is_observed"] = True
+
+    def _pyro_post_sample(self, msg) -> None:
+        if site_is_subsample(msg):
+            return
+        lp = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+        lp = scale_and_mask(lp, msg["scale"], msg["mask"])
+        self.total = self.total + _per_chain(lp, self.depth, msg["name"])
+
+
+def _per_chain(lp: Tensor, depth: int, name: str) -> Tensor:
+    """Sum a site's ``log_prob`` over all but the chain dimension (at ``-depth``)."""
+    if not torch.is_tensor(lp) or lp.dim() == 0:
+        return lp
+    if lp.dim() > depth:
+        raise ValueError(
+            f"site {name!r} has log_prob of shape {tuple(lp.shape)}, deeper than the model's "
+            f"plates ({depth - 1}): pass max_plate_nesting= or declare event dimensions with "
+            ".to_event()"
+        )
+    lp = lp.reshape((1,) * (depth - lp.dim()) + lp.shape)
+    return lp.sum(tuple(range(1, depth))) if depth > 1 else lp
 
 
 class ModelPotential:
@@ -212,47 +252,35 @@ class ModelPotential:
         pad = self.max_plate_nesting - len(site.batch_shape)
         return value.reshape(value.shape[:1] + (1,) * pad + site.shape)
 
-    def _run(self, flat: Tensor) -> tuple[object, Tensor]:
-        """The model's trace under the chain plate, conditioned on the chains' values."""
+    def _conditioned(self, flat: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Constrained values in the chain layout and the per-chain log-Jacobian."""
         num = flat.shape[0]
-        unc = self.unpack(flat)
         data, log_det = {}, flat.new_zeros(num)
-        for s in self.sites:
-            u = unc[s.name]
+        for s, u in zip(self.sites, self.unpack(flat).values(), strict=True):
             x = s.transform(u)
             ladj = s.transform.log_abs_det_jacobian(u, x)
-            log_det = log_det + ladj.reshape(num, -1).sum(-1) if ladj.dim() else log_det + ladj
+            log_det = log_det + (ladj.reshape(num, -1).sum(-1) if ladj.dim() else ladj)
             data[s.name] = self._chain_view(s, x)
-        with pyro.plate(CHAIN_PLATE, num, dim=-(self.max_plate_nesting + 1)):
-            trace = poutine.trace(poutine.condition(self.model, data)).get_trace(
+        return data, log_det
+
+    def _run(self, flat: Tensor):
+        """The model's trace under the chain plate, conditioned on the chains' values."""
+        data, _ = self._conditioned(flat)
+        with pyro.plate(CHAIN_PLATE, flat.shape[0], dim=-(self.max_plate_nesting + 1)):
+            return poutine.trace(poutine.condition(self.model, data)).get_trace(
                 *self.args, **self.kwargs
             )
-        return trace, log_det
-
-    def log_joint(self, trace, num: int) -> Tensor:
-        """Per-chain sum of every site's (scaled, masked) ``log_prob``: shape ``(num,)``."""
-        trace.compute_log_prob()
-        depth = self.max_plate_nesting + 1
-        total = None
-        for site in trace.nodes.values():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            lp = site["log_prob"]
-            if lp.dim() > depth:
-                raise ValueError(
-                    f"site {site['name']!r} has log_prob of shape {tuple(lp.shape)}, deeper "
-                    f"than the model's plates ({self.max_plate_nesting}): pass "
-                    "max_plate_nesting= or declare event dimensions with .to_event()"
-                )
-            lp = lp.reshape((1,) * (depth - lp.dim()) + lp.shape)
-            lp = lp.sum(tuple(range(1, depth))) if depth > 1 else lp
-            total = lp if total is None else total + lp
-        return total.expand(num)
 
     def __call__(self, flat: Tensor) -> Tensor:
         """:math:`U(u)` of every chain: ``(num_chains, D)`` -> ``(num_chains,)``."""
-        trace, log_det = self._run(flat)
-        return -(self.log_joint(trace, flat.shape[0]) + log_det)
+        num = flat.shape[0]
+        data, log_det = self._conditioned(flat)
+        depth = self.max_plate_nesting + 1
+        joint = _LogJoint(data, depth, num)
+        with pyro.plate(CHAIN_PLATE, num, dim=-depth), joint:
+            self.model(*self.args, **self.kwargs)
+        total = joint.total if torch.is_tensor(joint.total) else flat.new_tensor(joint.total)
+        return -(total.expand(num) + log_det)
 
     def single(self, flat: Tensor) -> Tensor:
         """:math:`U(u)` of one chain ``(D,)`` without the chain plate (the reference path)."""
@@ -273,7 +301,7 @@ class ModelPotential:
         if not self.deterministic:
             return {}
         with torch.no_grad():
-            trace, _ = self._run(flat)
+            trace = self._run(flat)
         num, out, unsafe = flat.shape[0], {}, []
         for name, shape in self.deterministic.items():
             value = trace.nodes[name]["value"].detach()
