@@ -103,6 +103,13 @@ def _plate_depth(trace) -> int:
     return nesting
 
 
+def _dims_of(site: dict) -> tuple[str | None, ...]:
+    """The plate name of each batch dimension of a site (``None`` where no plate is)."""
+    batch = site["fn"].batch_shape
+    own = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
+    return tuple(own.get(i - len(batch)) for i in range(len(batch)))
+
+
 class _LogJoint(Messenger):
     """Condition latent sites on given values and add up every site's scaled, masked
     ``log_prob`` per chain as the model runs: what ``trace(condition(model))`` followed by
@@ -193,20 +200,22 @@ class ModelPotential:
         self.sites: list[LatentSite] = []
         self.deterministic: dict[str, torch.Size] = {}
         self.observed: list[str] = []
+        self._dims: dict[str, tuple[str | None, ...]] = {}
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             if site["is_observed"]:
                 if site["infer"].get("_deterministic"):
                     self.deterministic[name] = site["value"].shape
+                    self._dims[name] = _dims_of(site)
                 else:
                     self.observed.append(name)
                 continue
             fn, value = site["fn"], site["value"]
             transform = transforms.get(name) or biject_to(fn.support)
             batch = fn.batch_shape
-            own = {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized}
-            dims = tuple(own.get(i - len(batch)) for i in range(len(batch)))
+            dims = _dims_of(site)
+            self._dims[name] = dims
             self.sites.append(
                 LatentSite(
                     name, value.shape, batch, transform.inverse_shape(value.shape), transform, dims
@@ -218,6 +227,18 @@ class ModelPotential:
         self.dtype = trace.nodes[self.sites[0].name]["value"].dtype
         self.device = trace.nodes[self.sites[0].name]["value"].device
         self.transforms = {s.name: s.transform for s in self.sites}
+
+    def dims(self) -> dict[str, list[str]]:
+        """ArviZ dimension names of every latent and deterministic site: plate names for
+        plate dimensions, ``"<site>_dim_<i>"`` for the others."""
+        out = {}
+        shapes = {s.name: s.shape for s in self.sites} | dict(self.deterministic)
+        for name, shape in shapes.items():
+            plates = list(self._dims.get(name, ()))
+            plates = plates[len(plates) - len(shape) :] if len(plates) > len(shape) else plates
+            names = plates + [None] * (len(shape) - len(plates))
+            out[name] = [d if d is not None else f"{name}_dim_{i}" for i, d in enumerate(names)]
+        return out
 
     # -- layout ------------------------------------------------------------------------------
     def unpack(self, flat: Tensor) -> dict[str, Tensor]:

@@ -237,3 +237,13 @@ def test_bad_arguments_are_named():
     mcmc = VectorizedMCMC(MALA(_normal_model), num_samples=10)
     with pytest.raises(ValueError, match="call VectorizedMCMC.run"):
         mcmc.get_samples()
+
+
+def test_dims_name_plates_and_event_dimensions():
+    pot = ModelPotential(model_simplex_interval, (_t([4.0, 1.0, 2.0]),))
+    assert pot.dims() == {
+        "probs": ["probs_dim_0"],
+        "rho": [],
+        "lam": ["groups"],
+        "total": [],
+    }
