@@ -17,6 +17,7 @@ and evaluated by ``torch.func.vmap`` or chain by chain, with a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pyro
@@ -327,22 +328,24 @@ class VectorizedMCMC:
                 inspect="VectorizedMCMC.summary() and VectorizedMCMC.convergence",
             )  # fmt: skip
 
-    def _labels(self, pot) -> list[str]:
+    @staticmethod
+    def _labels(pot) -> list[str]:
+        """A name per flat unconstrained coordinate: ``"site[i, j]"`` (the site for scalars)."""
+        if isinstance(pot, ModelPotential):
+            layout = [(s.name, tuple(s.unconstrained_shape)) for s in pot.sites]
+        else:
+            layout = [(n, tuple(shape)) for n, shape in zip(pot.names, pot.shapes, strict=True)]
         labels = []
-        sites = pot.sites if isinstance(pot, ModelPotential) else [
-            type("S", (), {"name": n, "unconstrained_shape": s})
-            for n, s in zip(pot.names, pot.shapes, strict=True)]  # fmt: skip
-        for s in sites:
-            shape = tuple(s.unconstrained_shape)
+        for name, shape in layout:
             if not shape:
-                labels.append(s.name)
+                labels.append(name)
                 continue
-            for idx in (
-                torch.cartesian_prod(*(torch.arange(n) for n in shape))
-                .reshape(-1, len(shape))
-                .tolist()
-            ):
-                labels.append(f"{s.name}[{', '.join(map(str, idx))}]")
+            for flat in range(math.prod(shape)):
+                index = []
+                for size in reversed(shape):
+                    flat, i = divmod(flat, size)
+                    index.append(i)
+                labels.append(f"{name}[{', '.join(map(str, reversed(index)))}]")
         return labels
 
     def _constrained(self, pot, draws: Tensor) -> dict[str, Tensor]:

@@ -247,3 +247,14 @@ def test_dims_name_plates_and_event_dimensions():
         "lam": ["groups"],
         "total": [],
     }
+
+
+def test_unconverged_run_warns_naming_the_runner():
+    from pyro_ebm.infer import ConvergenceWarning
+
+    mcmc = VectorizedMCMC(RandomWalkMH(_normal_model), num_samples=20, warmup_steps=5,
+                          num_chains=4, seed=0, disable_progbar=True)  # fmt: skip
+    with pytest.warns(ConvergenceWarning, match=r"VectorizedMCMC\.summary\(\)"):
+        mcmc.run(_t([2.1, 3.4]))
+    assert not mcmc.convergence.converged
+    assert mcmc.convergence.worst in ("loc", "lp")
