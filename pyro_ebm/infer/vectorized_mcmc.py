@@ -104,8 +104,9 @@ class VectorizedMCMC:
         Default: the kernel's ``init_strategy`` (``init_to_uniform``), drawn per chain.
     disable_progbar:
         Turn the progress bars off.
-    thin, seed, restart_chains, check_convergence, device, sample_device, compile:
-        As in :func:`~pyro_ebm.infer.sample`.
+    thin, seed, restart_chains, check_convergence, sample_device, compile:
+        As in :func:`~pyro_ebm.infer.sample`. The chains run on the device and in the dtype
+        of the model's own tensors (its data and parameters).
     jit_compile:
         Trace the vectorized potential with ``torch.jit.trace`` (as Pyro's ``jit_compile``):
         removes the Python overhead of Pyro's effect handlers, which dominates for small
@@ -154,7 +155,6 @@ class VectorizedMCMC:
         seed: int | torch.Generator | None = None,
         restart_chains: bool = True,
         check_convergence: bool = True,
-        device: torch.device | str | None = None,
         sample_device: torch.device | str | None = None,
         compile: bool = False,
         jit_compile: bool = False,
@@ -181,7 +181,6 @@ class VectorizedMCMC:
         self.seed = seed
         self.restart_chains = bool(restart_chains)
         self.check_convergence = bool(check_convergence)
-        self.device = device
         self.sample_device = sample_device
         self.compile = bool(compile)
         self.jit_compile = bool(jit_compile)
@@ -314,7 +313,6 @@ class VectorizedMCMC:
             event_shape=(pot.dim,),
             restart_chains=self.restart_chains,
             check_convergence=False,
-            device=self.device,
             sample_device=self.sample_device,
             compile=self.compile,
         )
