@@ -174,6 +174,9 @@ def check_convergence(
     values = np.concatenate([x[..., coords], lps], -1)
     names = _names("x", shape, coords) if labels is None else [labels[i] for i in coords]
     names = names + _names("lp", tuple(lp.shape[2:]), range(lps.shape[-1]))
+    if values.shape[0] == 1:  # one chain: its two halves (split R-hat needs two chains)
+        half = n // 2
+        values = np.stack([values[0, :half], values[0, half : 2 * half]])
     rhat, bulk, tail = rhat_and_ess(values)
     scale = chains / len(pick)
     rhat = np.nan_to_num(rhat, nan=np.inf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from pyro_ebm.energies import GaussianEnergy, GaussianMixtureEnergy
 from pyro_ebm.infer import ConvergenceWarning, nested_rhat, sample
+from pyro_ebm.infer.convergence import check_convergence
 
 F64 = torch.float64
 
@@ -69,3 +71,13 @@ def test_keep_false_and_opt_out_skip_the_check():
                       keep=False).convergence is None  # fmt: skip
         assert sample(energy, 5, num_chains=2, seed=0, progress_bar=False,
                       check_convergence=False).convergence is None  # fmt: skip
+
+
+def test_one_chain_is_checked_on_its_two_halves():
+    torch.manual_seed(0)
+    draws = torch.randn(1, 2000, 2, dtype=torch.float64)
+    result = check_convergence(draws, -0.5 * draws.square().sum(-1), 1)
+    assert math.isfinite(result.max_rhat) and result.max_rhat < 1.01
+    assert result.converged
+    trend = draws + torch.linspace(0, 3, 2000, dtype=torch.float64).view(1, -1, 1)
+    assert not check_convergence(trend, -0.5 * trend.square().sum(-1), 1).converged
