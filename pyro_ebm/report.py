@@ -196,7 +196,7 @@ def _arviz_figures(run: Run, saved: dict[str, Any], plt: Any) -> tuple[dict[str,
             lp = saved["stats"]["lp"][:chains].double().numpy()
             energy = from_groups({"posterior": {"E(x) = -lp": -lp}})
             figures["energy"] = _png(plot_trace(energy, figsize=(10, 2.2)), plt)
-        summary = az.summary(idata)
+        summary = az.summary(idata, round_to="none")  # plain floats on both ArviZ lines
     rows = summary.shape[0]
     notes = []
     if rows > MAX_SUMMARY_ROWS:
