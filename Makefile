@@ -25,6 +25,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 $(BIN312)/python:
+	@test -x "$(PY312)" || { echo "make test-py312 needs Python 3.12: not found at '$(PY312)'" \
+		"(pyenv install 3.12.1, or pass PY312=/path/to/python3.12)" >&2; exit 1; }
 	$(PY312) -m venv $(VENV312)
 	$(BIN312)/pip install --upgrade pip
 

@@ -40,9 +40,8 @@ modules such as :mod:`pyro_ebm.report` that use ArviZ functions common to both l
 (``az.summary``, ``az.ess``, ``az.rhat``).
 """
 
-from . import conversion
+from . import _compat, conversion, recorder
 from ._compat import (
-    ARVIZ_MAJOR,
     LooResult,
     bfmi,
     concat_chains,
@@ -63,7 +62,7 @@ from .conversion import (
     to_arviz_quietly,
 )
 from .conversion import az as az  # re-exported for the report and the tutorials
-from .recorder import TESTED_PYRO, StatsRecorder
+from .recorder import StatsRecorder
 
 __all__ = [
     "ARVIZ_MAJOR",
@@ -90,3 +89,9 @@ __all__ = [
 
 #: The ``sample_stats`` names :func:`to_arviz` produces, as ArviZ spells them.
 SAMPLE_STATS: tuple[str, ...] = conversion.SAMPLE_STATS
+
+#: The installed ArviZ's major version: 0 (``arviz.InferenceData``) or 1 (``xarray.DataTree``).
+ARVIZ_MAJOR: int = _compat.ARVIZ_MAJOR
+
+#: The Pyro release lines whose kernel internals :class:`StatsRecorder` is tested against.
+TESTED_PYRO: tuple[str, ...] = recorder.TESTED_PYRO

@@ -69,6 +69,13 @@ def from_groups(
     ``observed_data`` and ``constant_data``); unnamed ones become ``{variable}_dim_{i}``.
     ``attrs`` is set on every group. Empty groups are left out. The layout is explicit, so
     ArviZ's warning that chains outnumber draws (its guess of a transposed array) is silenced.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = from_groups({"posterior": {"x": np.zeros((2, 10, 3))}}, dims={"x": ["k"]})
+    >>> data.posterior["x"].dims
+    ('chain', 'draw', 'k')
     """
     groups = {name: dict(values) for name, values in groups.items() if values}
     dims = {name: list(value) for name, value in (dims or {}).items()}
@@ -86,14 +93,31 @@ def from_groups(
 
 
 def group_names(data: Any) -> list[str]:
-    """The names of the groups of an ``InferenceData`` or a ``DataTree``."""
+    """The names of the groups of an ``InferenceData`` or a ``DataTree``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> group_names(from_groups({"posterior": {"x": np.zeros((1, 5))}, "prior": {}}))
+    ['posterior']
+    """
     if ARVIZ_MAJOR >= 1:
         return list(data.children)
     return list(data.groups())
 
 
 def write_netcdf(data: Any, path: str | Path) -> Path:
-    """Write ArviZ data to netCDF-4 (HDF5) with h5netcdf, the backend both lines can use."""
+    """Write ArviZ data to netCDF-4 (HDF5) with h5netcdf, the backend both lines can use.
+
+    Read it back with ``az.from_netcdf(path)``. Returns ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "draws.nc"
+    >>> write_netcdf(from_groups({"posterior": {"x": np.zeros((2, 5))}}), path).exists()
+    True
+    """
     path = Path(path)
     data.to_netcdf(str(path), engine="h5netcdf")
     return path
@@ -104,6 +128,13 @@ def concat_chains(datas: Sequence[Any]) -> Any:
 
     Chains are renumbered ``0, 1, ...``; groups without a ``chain`` dimension are taken from
     the first run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> one = from_groups({"posterior": {"x": np.zeros((1, 5))}})
+    >>> concat_chains([one, one, one]).posterior["x"].shape
+    (3, 5)
     """
     datas = list(datas)
     if not datas:
@@ -149,7 +180,14 @@ def plot_trace(
 ):
     """Marginal densities (left) and traces (right) of each posterior variable; the Figure.
 
-    ``compact=False`` gives every coordinate its own row.
+    ``compact=False`` gives every coordinate its own row (``plot_trace_dist`` in ArviZ 1.x).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = from_groups({"posterior": {"x": np.random.default_rng(0).normal(size=(2, 50))}})
+    >>> len(plot_trace(data, figsize=(6, 2)).axes)
+    2
     """
     kwargs = dict(var_names=var_names, coords=coords, compact=compact, **_figure_kwargs(figsize))
     if ARVIZ_MAJOR >= 1:
@@ -203,7 +241,18 @@ def plot_ppc(
 
 
 def bfmi(data: Any) -> np.ndarray:
-    """Bayesian fraction of missing information per chain, shape ``(chains,)``."""
+    """Bayesian fraction of missing information per chain, shape ``(chains,)``.
+
+    ``data`` needs ``energy`` in ``sample_stats`` (``ValueError`` otherwise).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> energy = np.random.default_rng(0).normal(size=(2, 200))
+    >>> data = from_groups({"posterior": {"x": energy}, "sample_stats": {"energy": energy}})
+    >>> bfmi(data).shape
+    (2,)
+    """
     _require_energy(data, "bfmi")
     value = az.bfmi(data)
     if ARVIZ_MAJOR >= 1:
@@ -227,7 +276,20 @@ class LooResult:
 
 
 def loo(data: Any, *, var_name: str | None = None) -> LooResult:
-    """``az.loo`` of ``data``'s ``log_likelihood`` (of ``var_name`` when there are several)."""
+    """``az.loo`` of ``data``'s ``log_likelihood`` (of ``var_name`` when there are several).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> data = from_groups({
+    ...     "posterior": {"mu": rng.normal(size=(2, 100))},
+    ...     "log_likelihood": {"y": rng.normal(-1.0, 0.1, size=(2, 100, 8))},
+    ... })
+    >>> result = loo(data)
+    >>> result.pareto_k.shape, bool(np.isfinite(result.elpd))
+    ((8,), True)
+    """
     with warnings.catch_warnings():
         # few draws give unreliable Pareto k; the result says so in pareto_k
         warnings.filterwarnings("ignore", message=".*[Ee]stimated shape parameter of Pareto")
