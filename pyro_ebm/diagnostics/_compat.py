@@ -186,8 +186,10 @@ def plot_trace(
     --------
     >>> import numpy as np
     >>> data = from_groups({"posterior": {"x": np.random.default_rng(0).normal(size=(2, 50))}})
-    >>> len(plot_trace(data, figsize=(6, 2)).axes)
+    >>> fig = plot_trace(data, figsize=(6, 2))
+    >>> len(fig.axes)
     2
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     kwargs = dict(var_names=var_names, coords=coords, compact=compact, **_figure_kwargs(figsize))
     if ARVIZ_MAJOR >= 1:
@@ -202,7 +204,19 @@ def plot_rank(
     coords: Mapping[str, Any] | None = None,
     figsize: tuple[float, float] | None = None,
 ):
-    """Rank plots of each coordinate (chains that mix well look alike); returns the Figure."""
+    """Rank plots of each coordinate (chains that mix well look alike); returns the Figure.
+
+    Histograms of ranks with ArviZ 0.2x, rank ECDFs with their band with ArviZ 1.x.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = from_groups({"posterior": {"x": np.random.default_rng(0).normal(size=(4, 50, 2))}})
+    >>> fig = plot_rank(data)
+    >>> len(fig.axes)
+    2
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
+    """
     kwargs = dict(var_names=var_names, coords=coords, **_figure_kwargs(figsize))
     if ARVIZ_MAJOR >= 1 and data["posterior"].sizes.get("chain", 1) < 2:
         kwargs["method"] = "envelope"  # the multi-chain test (the default) needs two chains
@@ -221,7 +235,23 @@ def _require_energy(data: Any, what: str) -> None:
 
 
 def plot_energy(data: Any, *, figsize: tuple[float, float] | None = None):
-    """ArviZ's energy plot (marginal vs. transition energy, with BFMI); returns the Figure."""
+    """ArviZ's energy plot (marginal vs. transition energy, with BFMI); returns the Figure.
+
+    ``data`` needs ``energy`` in ``sample_stats``; without it the ``ValueError`` says how to
+    record it (ArviZ's own message is only "Energy variable was not found").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> energy = np.random.default_rng(0).normal(size=(2, 100))
+    >>> data = from_groups({"posterior": {"x": energy}, "sample_stats": {"energy": energy}})
+    >>> fig = plot_energy(data, figsize=(5, 3))
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
+    >>> plot_energy(from_groups({"posterior": {"x": energy}}))
+    Traceback (most recent call last):
+    ...
+    ValueError: plot_energy needs the Hamiltonian 'energy' in sample_stats, ...
+    """
     _require_energy(data, "plot_energy")
     return _figure(az.plot_energy(data, **_figure_kwargs(figsize)))
 
@@ -233,7 +263,22 @@ def plot_ppc(
     num_samples: int = 50,
     figsize: tuple[float, float] | None = None,
 ):
-    """Posterior predictive densities against the observed data; returns the Figure."""
+    """Posterior predictive densities against the observed data; returns the Figure.
+
+    ``plot_ppc`` in ArviZ 0.2x, ``plot_ppc_dist`` in 1.x; ``num_samples`` predictive draws.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> data = from_groups({
+    ...     "posterior": {"mu": rng.normal(size=(2, 50))},
+    ...     "posterior_predictive": {"y": rng.normal(size=(2, 50, 20))},
+    ...     "observed_data": {"y": rng.normal(size=20)},
+    ... })
+    >>> fig = plot_ppc(data, num_samples=20)
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
+    """
     kwargs = dict(var_names=var_names, **_figure_kwargs(figsize))
     if ARVIZ_MAJOR >= 1:
         return _figure(az.plot_ppc_dist(data, num_samples=num_samples, **kwargs))
