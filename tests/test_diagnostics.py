@@ -789,6 +789,12 @@ def test_a_vectorized_runner_is_converted_with_its_model():
     data = to_arviz(runner)
     assert sorted(data.sample_stats.data_vars) == ["acceptance_rate", "lp"]
     np.testing.assert_allclose(data.log_likelihood["y"].values, regression_log_lik(draws))
+    assert data.posterior.attrs["inference_library"] == "pyro_ebm"
+    with pytest.raises(ValueError, match="not to a VectorizedMCMC"):
+        to_arviz(runner, recorder=StatsRecorder())
+    runner._samples = None
+    with pytest.raises(ValueError, match=r"holds no draws yet: call \.run"):
+        to_arviz(runner)
 
 
 def test_netcdf_round_trip(regression_run, tmp_path):
@@ -857,3 +863,14 @@ def test_recorder_works_when_chains_run_in_worker_processes(monkeypatch):
     kinetic = stats["energy"].values[:, 1:] + lp[:, :-1]  # see test_pyro_hmc_nuts_with_recorder
     assert (kinetic >= -1e-10).all() and abs(kinetic.mean() - 1.5) < 0.6
     assert bfmi(data).shape == (2,)
+
+
+def test_groups_carry_the_library_and_sampler_attributes(runs, regression_run):
+    data = to_arviz(runs["mala"])
+    for group in ("posterior", "sample_stats"):
+        assert data[group].attrs["inference_library"] == "pyro_ebm"
+        assert data[group].attrs["sampler"] == "mala"
+    _, data = regression_run
+    for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        assert data[group].attrs["inference_library"] == "pyro", group
+        assert data[group].attrs["sampler"] == "NUTS", group

@@ -52,6 +52,9 @@ def _major(version: str) -> int:
 #: The installed ArviZ's major version: 0 (``InferenceData``) or 1 (``xarray.DataTree``).
 ARVIZ_MAJOR: int = _major(az.__version__)
 
+#: Groups without ``(chain, draw)`` dimensions.
+_DATA_GROUPS = ("observed_data", "constant_data")
+
 #: ArviZ's warnings that a layout has more chains than draws (0.2x, 1.x).
 _CHAINS_OUTNUMBER_DRAWS = ("More chains", "Found chain dimension to be longer than draw")
 
@@ -67,8 +70,9 @@ def from_groups(
 
     ``dims`` names each variable's dimensions after ``(chain, draw)`` (all of them for
     ``observed_data`` and ``constant_data``); unnamed ones become ``{variable}_dim_{i}``.
-    ``attrs`` is set on every group. Empty groups are left out. The layout is explicit, so
-    ArviZ's warning that chains outnumber draws (its guess of a transposed array) is silenced.
+    ``attrs`` is set on every sampled group (ArviZ 1.x: on every group). Empty groups are left
+    out. The layout is explicit, so ArviZ's warning that chains outnumber draws (its guess of
+    a transposed array) is silenced.
 
     Examples
     --------
@@ -89,7 +93,11 @@ def from_groups(
             return az.from_dict(
                 groups, dims=dims, coords=coords, attrs={group: dict(attrs) for group in groups}
             )
-        return az.from_dict(**groups, dims=dims, coords=coords, attrs=attrs)
+        # 0.2x takes each sampled group's attributes as {group}_attrs (none for the data groups)
+        group_attrs = {
+            f"{group}_attrs": dict(attrs) for group in groups if group not in _DATA_GROUPS
+        }
+        return az.from_dict(**groups, dims=dims, coords=coords, **group_attrs)
 
 
 def group_names(data: Any) -> list[str]:

@@ -598,10 +598,10 @@ def _from_mcmc(mcmc: pyro.infer.MCMC, recorder: StatsRecorder | None, **options:
 
 
 def _from_vectorized_mcmc(runner: Any, **options: Any):
-    samples = runner.get_samples(group_by_chain=True)
     out = runner._samples
-    if out is None or not samples:
+    if out is None:
         raise ValueError("the VectorizedMCMC holds no draws yet: call .run(...) before to_arviz")
+    samples = runner.get_samples(group_by_chain=True)
     kernel = getattr(runner, "kernel", None)
     model = getattr(runner, "model", None) or getattr(kernel, "model", None)
     args = options["model_args"]
@@ -635,7 +635,7 @@ def _warn_if_energy_missing(mcmc: pyro.infer.MCMC, stats: Mapping[str, Any]) -> 
         f"MCMC({name}(...), ..., hook_fn=recorder) before mcmc.run(), then "
         "to_arviz(mcmc, recorder=recorder)",
         MissingEnergyWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of to_arviz
     )
 
 
