@@ -169,7 +169,15 @@ def _component_coords(run: Run) -> dict[str, list[int]]:
 
 
 def _arviz_figures(run: Run, saved: dict[str, Any], plt: Any) -> tuple[dict[str, bytes], str]:
-    from .diagnostics import az, to_arviz_quietly  # only diagnostics imports ArviZ
+    # only diagnostics imports ArviZ; its plot functions answer alike on ArviZ 0.2x and 1.x
+    from .diagnostics import (
+        az,
+        from_groups,
+        plot_energy,
+        plot_rank,
+        plot_trace,
+        to_arviz_quietly,
+    )
 
     idata = to_arviz_quietly(samples_from_saved(saved))
     chains = min(MAX_TRACE_CHAINS, saved["samples"].shape[0])
@@ -179,20 +187,16 @@ def _arviz_figures(run: Run, saved: dict[str, Any], plt: Any) -> tuple[dict[str,
         # statistics of very short or stuck chains are NaN; the tables show them as such
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         height = 2.2 * min(run.dim, MAX_COMPONENTS)
-        axes = az.plot_trace(idata, coords=coords, compact=False, figsize=(10, height))
-        figures["trace"] = _png(np.ravel(axes)[0].figure, plt)
-        axes = az.plot_rank(idata, coords=coords, figsize=(10, 3))
-        figures["rank"] = _png(np.ravel(axes)[0].figure, plt)
-        stats = idata.sample_stats
-        if "energy" in stats:
-            ax = az.plot_energy(idata, figsize=(6, 3.6))
-            figures["energy"] = _png(np.ravel(ax)[0].figure, plt)
+        fig = plot_trace(idata, coords=coords, compact=False, figsize=(10, height))
+        figures["trace"] = _png(fig, plt)
+        figures["rank"] = _png(plot_rank(idata, coords=coords, figsize=(10, 3)), plt)
+        if "energy" in saved["stats"]:
+            figures["energy"] = _png(plot_energy(idata, figsize=(6, 3.6)), plt)
         else:  # MALA, ULA, RWMH keep no Hamiltonian: show the model energy E(x) = -lp instead
-            lp = stats[["lp"]].sel(chain=coords["chain"])
-            lp["E(x) = -lp"] = -lp["lp"]
-            axes = az.plot_trace(lp, var_names=["E(x) = -lp"], figsize=(10, 2.2))
-            figures["energy"] = _png(np.ravel(axes)[0].figure, plt)
-        summary = az.summary(idata)
+            lp = saved["stats"]["lp"][:chains].double().numpy()
+            energy = from_groups({"posterior": {"E(x) = -lp": -lp}})
+            figures["energy"] = _png(plot_trace(energy, figsize=(10, 2.2)), plt)
+        summary = az.summary(idata, round_to="none")  # plain floats on both ArviZ lines
     rows = summary.shape[0]
     notes = []
     if rows > MAX_SUMMARY_ROWS:

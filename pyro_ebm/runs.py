@@ -195,9 +195,9 @@ def sample_run(
     )  # fmt: skip
     seconds = time.perf_counter() - start
     write_samples(run, out, s, seconds)
-    from .diagnostics import to_arviz_quietly  # local: ArviZ loads only when needed
+    from .diagnostics import to_arviz_quietly, write_netcdf  # local: ArviZ loads when needed
 
-    to_arviz_quietly(out).to_netcdf(str(run.file(ARVIZ_FILE)))
+    write_netcdf(to_arviz_quietly(out), run.file(ARVIZ_FILE))
     remove_files([run.file(EVALUATION_FILE), run.file(REPORT_FILE)])  # they used the old draws
     accept = float(out.stats["acceptance_rate"].float().mean())
     say(

@@ -1,9 +1,15 @@
-"""The ArviZ bridge: Samples and pyro.infer.MCMC (ours, Pyro's HMC, NUTS, random walk) to ArviZ."""
+"""The ArviZ bridge: Samples and pyro.infer.MCMC (ours, Pyro's HMC, NUTS, random walk) to ArviZ.
+
+Every test runs on both ArviZ lines (0.2x on Python 3.11, 1.x on Python >= 3.12: ``make
+test-py312``) and checks behaviour through what both share (``data.posterior["x"]``, dims,
+values) or through the version-neutral helpers of :mod:`pyro_ebm.diagnostics`."""
 
 from __future__ import annotations
 
 import math
 import pickle
+import warnings
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -11,13 +17,28 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import HMC, MCMC, NUTS
+from pyro.infer import HMC, MCMC, NUTS, Predictive
 from pyro.infer.mcmc import RandomWalkKernel
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 from pyro_ebm import EnergyDistribution, diagnostics
-from pyro_ebm.diagnostics import StatsRecorder, to_arviz
-from pyro_ebm.infer import sample
+from pyro_ebm.diagnostics import (
+    MissingEnergyWarning,
+    StatsRecorder,
+    bfmi,
+    concat_chains,
+    group_names,
+    loo,
+    model_run_to_arviz,
+    plot_energy,
+    plot_ppc,
+    plot_rank,
+    plot_trace,
+    to_arviz,
+    write_netcdf,
+)
+from pyro_ebm.infer import HMC as EbmHMC
+from pyro_ebm.infer import MALA, ULA, RandomWalkMH, sample
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -54,6 +75,25 @@ def runs() -> dict:
 def close_figures():
     yield
     plt.close("all")
+
+
+def assert_drawn(fig, num_panels: int | None = None, *, at_least: int = 1) -> None:
+    """A matplotlib figure with ``num_panels`` axes (or ``at_least``), each with a drawing."""
+    assert isinstance(fig, matplotlib.figure.Figure)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    if num_panels is None:
+        assert len(axes) >= at_least
+    else:
+        assert len(axes) == num_panels
+    for ax in axes:
+        assert ax.lines or ax.collections or ax.patches, ax
+
+
+def quietly(mcmc, **kwargs):
+    """``to_arviz`` of a Pyro HMC/NUTS run without a recorder, its MissingEnergyWarning off."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingEnergyWarning)
+        return to_arviz(mcmc, **kwargs)
 
 
 def expected_stats(kernel: str) -> set[str]:
@@ -112,21 +152,26 @@ def test_summary_rhat_ess(runs, kernel):
 @pytest.mark.parametrize("kernel", ["rwmh", "mala", "hmc"])
 def test_plots_render(runs, kernel):
     idata = to_arviz(runs[kernel])
-    assert az.plot_trace(idata).shape == (1, 2)  # one row per variable (compact)
-    assert az.plot_rank(idata).size == 2  # one panel per component
+    assert_drawn(plot_trace(idata), 2)  # a density and a trace panel (compact)
+    assert_drawn(plot_trace(idata, compact=False, figsize=(8, 4)), 4)  # a row per component
+    assert_drawn(plot_rank(idata), 2)  # one panel per component
     if kernel == "hmc":
-        az.plot_energy(idata)
-        assert plt.gcf().axes
+        assert_drawn(plot_energy(idata))  # ArviZ 1.x adds a BFMI panel
+    else:
+        with pytest.raises(ValueError, match="StatsRecorder"):
+            plot_energy(idata)
+        with pytest.raises(ValueError, match="energy"):
+            bfmi(idata)
 
 
 def test_bfmi_hmc(runs):
     out = runs["hmc"]
-    bfmi = az.bfmi(to_arviz(out))
+    value = bfmi(to_arviz(out))
     energy = out.stats["energy"].numpy()
     by_hand = np.square(np.diff(energy, axis=1)).mean(1) / energy.var(1, ddof=1)
-    assert bfmi.shape == (NUM_CHAINS,)
-    np.testing.assert_allclose(bfmi, by_hand, rtol=1e-10)
-    assert (bfmi > 0.3).all()  # an isotropic Gaussian is the easy case
+    assert value.shape == (NUM_CHAINS,)
+    np.testing.assert_allclose(value, by_hand, rtol=1e-10)
+    assert (value > 0.3).all()  # an isotropic Gaussian is the easy case
 
 
 def test_samples_without_draws_and_bad_objects_raise():
@@ -140,12 +185,12 @@ def test_samples_without_draws_and_bad_objects_raise():
         progress_bar=False,
         keep=False,
     )
-    with pytest.warns(UserWarning, match="More chains"):  # arviz's note on one draw per chain
-        assert to_arviz(out).posterior["x"].shape == (2, 1, 2)  # keep=False: the last draw
+    # keep=False: the last draw; more chains than draws, without ArviZ's warning about it
+    assert to_arviz(out).posterior["x"].shape == (2, 1, 2)
     out.stats = {}
     with pytest.raises(ValueError, match="no per-draw statistics"):
         to_arviz(out)
-    with pytest.raises(ValueError, match=r"Samples or a pyro\.infer\.MCMC"):
+    with pytest.raises(ValueError, match=r"Samples, a pyro\.infer\.MCMC"):
         to_arviz({"x": torch.zeros(2, 10)})
     with pytest.raises(ValueError, match="not to a Samples"):
         to_arviz(
@@ -260,16 +305,17 @@ def test_pyro_hmc_nuts_with_recorder(pyro_runs, name):
         depth = stats["tree_depth"].values
         assert ((depth >= 0) & (depth <= kernel._max_tree_depth)).all()
         assert ((n_steps >= 2**depth - 1) & (n_steps >= 1) & (n_steps < 2 ** (depth + 1))).all()
-    az.plot_energy(idata)
-    bfmi = az.bfmi(idata)
-    assert np.isfinite(bfmi).all() and (bfmi > 0.3).all()
+    assert_drawn(plot_energy(idata))  # ArviZ 1.x adds a BFMI panel
+    assert_drawn(plot_rank(idata), 3)  # one chain: x[0], x[1], sigma
+    value = bfmi(idata)
+    assert np.isfinite(value).all() and (value > 0.3).all()
     assert np.isfinite(az.summary(idata)[["mean", "sd", "ess_bulk"]].values).all()  # 1 chain
 
 
 @pytest.mark.parametrize("name", ["nuts", "hmc"])
 def test_pyro_fallback_recomputes_lp_exactly(pyro_runs, name):
     mcmc, hook = pyro_runs[name]
-    stats = to_arviz(mcmc).sample_stats
+    stats = quietly(mcmc).sample_stats
     assert set(stats.data_vars) == {"lp", "diverging"}
     np.testing.assert_allclose(
         stats["lp"].values,
@@ -279,7 +325,7 @@ def test_pyro_fallback_recomputes_lp_exactly(pyro_runs, name):
     np.testing.assert_allclose(
         stats["lp"].values, exact_lp(mcmc.get_samples(group_by_chain=True)), atol=1e-10
     )
-    assert az.plot_trace(to_arviz(mcmc)).shape == (2, 2)  # x and sigma
+    assert_drawn(plot_trace(quietly(mcmc)), 4)  # x and sigma: density and trace each
 
 
 def test_nuts_tree_depth_when_the_first_step_diverges():
@@ -301,7 +347,7 @@ def test_divergences_in_recorder_and_fallback():
     recorder = StatsRecorder(kernel)  # attached up front: warmup_steps=0 misses nothing
     mcmc = run_mcmc(kernel, num_samples=20, warmup_steps=0, recorder=recorder)
     with_recorder = to_arviz(mcmc, recorder=recorder).sample_stats
-    fallback = to_arviz(mcmc).sample_stats
+    fallback = quietly(mcmc).sample_stats
     expected = np.zeros((1, 20), dtype=bool)
     expected[0, mcmc._diagnostics[0]["divergences"]] = True
     assert expected.any()
@@ -353,7 +399,7 @@ def test_recorder_separates_sequential_chains(monkeypatch):
         stats["lp"].values, exact_lp(mcmc.get_samples(group_by_chain=True)), atol=1e-10
     )
     np.testing.assert_allclose(stats["acceptance_rate"].values.mean(1), hook.means, atol=1e-9)
-    assert az.bfmi(to_arviz(mcmc, recorder=recorder)).shape == (2,)
+    assert bfmi(to_arviz(mcmc, recorder=recorder)).shape == (2,)
 
 
 def test_recorder_errors_and_detach():
@@ -367,15 +413,18 @@ def test_recorder_errors_and_detach():
     other = run_mcmc(HMC(model, num_steps=2), num_samples=6, warmup_steps=5)
     with pytest.raises(ValueError, match="1 chain"):
         to_arviz(other, recorder=recorder)
+    with pytest.warns(MissingEnergyWarning):
+        to_arviz(other)  # the warning names the recorder; once per run
     with pytest.raises(ValueError, match="StatsRecorder or None"):
         to_arviz(other, recorder=object())
     kernel = NUTS(model)
     recorder = StatsRecorder(kernel)
-    assert {"_sample_r", "_build_tree", "_build_basetree"} <= set(vars(kernel))
+    taps = {"_sample_r", "_build_tree", "_build_basetree", "diagnostics"}
+    assert taps <= set(vars(kernel))
     clone = pickle.loads(pickle.dumps(kernel))  # the kernel stays picklable for workers
     assert clone._sample_r.kernel is clone
     recorder.detach()
-    assert not {"_sample_r", "_build_tree", "_build_basetree"} & set(vars(kernel))
+    assert not taps & set(vars(kernel))
 
 
 # ---------------------------------------------------------------- pyro-ebm's kernels' branch
@@ -447,7 +496,7 @@ def test_own_kernel_sample_stats_are_used(monkeypatch):
     expected = np.zeros((2, 40), dtype=bool)
     expected[:, 3] = True  # from each chain's "divergences" index list
     np.testing.assert_array_equal(stats["diverging"].values, expected)
-    assert az.plot_trace(idata).shape == (1, 2)
+    assert_drawn(plot_trace(idata), 2)
 
 
 def test_the_layering_only_diagnostics_imports_arviz_and_not_the_engine():
@@ -482,3 +531,346 @@ def test_to_arviz_accepts_anything_shaped_like_samples():
     idata = to_arviz(SimpleNamespace(samples=draws, stats=stats, kernel="custom"))
     assert idata.posterior["x"].shape == (2, 30, 3)
     assert sorted(idata.sample_stats.data_vars) == ["diverging", "lp"]
+
+
+# ---------------------------------------------------------------- every kernel, both runners
+
+
+def ebm_kernels() -> dict:
+    return {
+        "MALA": lambda: MALA(model),
+        "ULA": lambda: ULA(model),
+        "RandomWalkMH": lambda: RandomWalkMH(model),
+        "HMC": lambda: EbmHMC(model),
+        "pyro NUTS": lambda: NUTS(model),
+        "pyro HMC": lambda: HMC(model, num_steps=4),
+        "pyro RandomWalkKernel": lambda: RandomWalkKernel(model),
+    }
+
+
+@pytest.mark.parametrize("name", list(ebm_kernels()))
+def test_every_kernel_in_pyro_mcmc_gives_data_every_diagnostic_accepts(monkeypatch, name):
+    kernel = ebm_kernels()[name]()
+    pyro_hmc = name in ("pyro NUTS", "pyro HMC")
+    recorder = StatsRecorder() if pyro_hmc else None
+    with sequential_chains(monkeypatch):
+        mcmc = run_mcmc(kernel, num_samples=60, warmup_steps=60, num_chains=2, recorder=recorder)
+    data = to_arviz(mcmc, recorder=recorder)
+    assert set(data.posterior.data_vars) == {"x", "sigma"}
+    assert data.posterior["x"].dims == ("chain", "draw", "x_dim_0")
+    assert data.posterior["sigma"].dims == ("chain", "draw")
+    stats = data.sample_stats
+    assert {"lp", "diverging"} <= set(stats.data_vars) <= set(diagnostics.SAMPLE_STATS)
+    for value in stats.data_vars.values():
+        assert value.dims == ("chain", "draw")
+    np.testing.assert_allclose(
+        stats["lp"].values, exact_lp(mcmc.get_samples(group_by_chain=True)), atol=1e-8
+    )
+    summary = az.summary(data, round_to="none")
+    assert list(summary.index) == ["sigma", "x[0]", "x[1]"]
+    assert np.isfinite(summary[["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].values).all()
+    assert_drawn(plot_trace(data), 4)
+    assert_drawn(plot_rank(data), 3)
+    if "energy" in stats:
+        assert name in ("HMC", "pyro NUTS", "pyro HMC")
+        assert_drawn(plot_energy(data))
+        assert bfmi(data).shape == (2,) and np.isfinite(bfmi(data)).all()
+    else:
+        assert name not in ("HMC", "pyro NUTS", "pyro HMC")
+    assert "log_likelihood" not in group_names(data)  # the model observes nothing
+
+
+# ---------------------------------------------------------------- model data and predictive
+
+
+N_OBS = 12
+X_OBS = torch.linspace(-1.0, 1.0, N_OBS, dtype=F64)
+Y_OBS = 0.5 + 2.0 * X_OBS + 0.3 * torch.randn(N_OBS, generator=torch.Generator().manual_seed(3))
+
+
+def regression(x, y=None):
+    """A linear regression with one observed site ``y`` in a plate."""
+    a = pyro.sample("a", dist.Normal(torch.tensor(0.0, dtype=F64), 5.0))
+    b = pyro.sample("b", dist.Normal(torch.tensor(0.0, dtype=F64), 5.0))
+    noise = pyro.sample("noise", dist.HalfNormal(torch.tensor(1.0, dtype=F64)))
+    pyro.deterministic("mean", a + b * x)
+    with pyro.plate("data", len(x)):
+        return pyro.sample("y", dist.Normal(a + b * x, noise), obs=y)
+
+
+def regression_log_lik(samples: dict) -> np.ndarray:
+    """The pointwise log-likelihood in closed form, (chains, draws, N_OBS)."""
+    mean = samples["a"][..., None] + samples["b"][..., None] * X_OBS
+    return dist.Normal(mean, samples["noise"][..., None]).log_prob(Y_OBS).numpy()
+
+
+@pytest.fixture(scope="module")
+def regression_run():
+    kernel = NUTS(regression)
+    recorder = StatsRecorder()
+    pyro.set_rng_seed(5)
+    mcmc = MCMC(kernel, num_samples=100, warmup_steps=100, hook_fn=recorder, disable_progbar=True)
+    mcmc.run(X_OBS, Y_OBS)
+    predictive = Predictive(regression, posterior_samples=mcmc.get_samples())(X_OBS)
+    prior = Predictive(regression, num_samples=40)(X_OBS)
+    data = to_arviz(mcmc, recorder=recorder, posterior_predictive=predictive, prior=prior)
+    return mcmc, data
+
+
+def test_model_groups_dims_and_coords(regression_run):
+    mcmc, data = regression_run
+    groups = set(group_names(data))
+    assert groups == {
+        "posterior",
+        "sample_stats",
+        "observed_data",
+        "log_likelihood",
+        "posterior_predictive",
+        "prior",
+        "prior_predictive",
+    }
+    assert set(data.posterior.data_vars) == {"a", "b", "noise"}
+    np.testing.assert_array_equal(data.observed_data["y"].values, Y_OBS.numpy())
+    assert data.observed_data["y"].dims == ("y_dim_0",)
+    np.testing.assert_array_equal(data.observed_data.coords["y_dim_0"].values, np.arange(N_OBS))
+    assert set(data.observed_data.data_vars) == {"y"}  # not the deterministic "mean"
+    loglik = data.log_likelihood["y"]
+    assert loglik.dims == ("chain", "draw", "y_dim_0") and loglik.shape == (1, 100, N_OBS)
+    np.testing.assert_allclose(
+        loglik.values, regression_log_lik(mcmc.get_samples(group_by_chain=True)), atol=1e-10
+    )
+    predictive = data.posterior_predictive
+    assert predictive["y"].dims == ("chain", "draw", "y_dim_0")
+    assert predictive["y"].shape == (1, 100, N_OBS)
+    assert predictive["mean"].shape == (1, 100, N_OBS)
+    assert set(data.prior.data_vars) == {"a", "b", "noise", "mean"}
+    assert data.prior["a"].dims == ("chain", "draw") and data.prior["a"].shape == (1, 40)
+    assert set(data.prior_predictive.data_vars) == {"y"}
+    assert data.prior_predictive["y"].shape == (1, 40, N_OBS)
+    for group in groups - {"observed_data"}:
+        np.testing.assert_array_equal(data[group].coords["chain"].values, [0])
+
+
+def test_loo_and_ppc_run(regression_run):
+    mcmc, data = regression_run
+    result = loo(data)
+    loglik = regression_log_lik(mcmc.get_samples(group_by_chain=True)).reshape(-1, N_OBS)
+    lppd = np.log(np.exp(loglik).mean(0)).sum()  # LOO's elpd sits a little below the lppd
+    assert np.isfinite(result.elpd) and result.elpd < lppd < result.elpd + 10
+    assert 1.0 < result.p < 6.0  # three parameters
+    assert result.pareto_k.shape == (N_OBS,)
+    assert_drawn(plot_ppc(data, var_names=["y"]))
+
+
+@pytest.mark.skipif(diagnostics.ARVIZ_MAJOR >= 1, reason="arviz.from_pyro exists in ArviZ 0.2x")
+def test_loo_agrees_with_arviz_from_pyro(regression_run):
+    mcmc, data = regression_run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # from_pyro's own notes
+        reference = az.from_pyro(mcmc)
+    np.testing.assert_allclose(
+        data.log_likelihood["y"].values, reference.log_likelihood["y"].values, atol=1e-12
+    )
+    np.testing.assert_array_equal(data.observed_data["y"].values, reference.observed_data["y"])
+    # from_pyro also puts the deterministic "mean" into log_likelihood; ours keeps y alone
+    ours, theirs = loo(data), az.loo(reference, var_name="y")
+    assert ours.elpd == pytest.approx(float(theirs["elpd_loo"]), abs=1e-9)
+    assert ours.se == pytest.approx(float(theirs["se"]), abs=1e-9)
+
+
+class CountingModel:
+    """``regression`` that counts its calls, and optionally refuses to broadcast."""
+
+    def __init__(self, broadcasts: bool) -> None:
+        self.broadcasts = broadcasts
+        self.calls = 0
+
+    def __call__(self, x, y=None):
+        self.calls += 1
+        a = pyro.sample("a", dist.Normal(torch.tensor(0.0, dtype=F64), 5.0))
+        b = pyro.sample("b", dist.Normal(torch.tensor(0.0, dtype=F64), 5.0))
+        noise = pyro.sample("noise", dist.HalfNormal(torch.tensor(1.0, dtype=F64)))
+        if not self.broadcasts:  # float() works for one draw only
+            a, b, noise = float(a), float(b), float(noise)
+        with pyro.plate("data", len(x)):
+            return pyro.sample("y", dist.Normal(a + b * x, noise), obs=y)
+
+
+@pytest.mark.parametrize("broadcasts", [True, False])
+def test_log_likelihood_vectorized_and_draw_by_draw_agree(regression_run, broadcasts):
+    mcmc, _ = regression_run
+    samples = mcmc.get_samples(group_by_chain=True)
+    counting = CountingModel(broadcasts)
+    data = model_run_to_arviz(samples, {}, counting, (X_OBS, Y_OBS))
+    np.testing.assert_allclose(
+        data.log_likelihood["y"].values, regression_log_lik(samples), atol=1e-10
+    )
+    # one trace for the observed data, then all draws at once or one trace per draw
+    assert counting.calls == (2 if broadcasts else 2 + 100)
+
+
+def test_log_likelihood_sums_event_dims_and_keeps_batch_dims():
+    def mvn_model(y):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(3, dtype=F64), 1.0).to_event(1))
+        with pyro.plate("rows", y.shape[0]):
+            pyro.sample("y", dist.MultivariateNormal(mu, torch.eye(3, dtype=F64)), obs=y)
+
+    y = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    mu = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    data = model_run_to_arviz({"mu": mu}, {"lp": torch.zeros(2, 7)}, mvn_model, (y,))
+    assert data.observed_data["y"].dims == ("y_dim_0", "y_dim_1")
+    loglik = data.log_likelihood["y"]
+    assert loglik.dims == ("chain", "draw", "y_dim_0") and loglik.shape == (2, 7, 5)
+    expected = dist.Normal(mu[:, :, None, :], 1.0).log_prob(y).sum(-1)
+    np.testing.assert_allclose(loglik.values, expected.numpy(), atol=1e-10)
+
+
+def test_log_likelihood_needs_every_latent_site():
+    samples = {"a": torch.zeros(1, 5, dtype=F64), "b": torch.zeros(1, 5, dtype=F64)}
+    with pytest.warns(UserWarning, match=r"lacks the latent site\(s\) \['noise'\]"):
+        data = model_run_to_arviz(samples, {}, regression, (X_OBS, Y_OBS))
+    assert "log_likelihood" not in group_names(data)
+    assert "observed_data" in group_names(data)
+    data = model_run_to_arviz(samples, {}, regression, (X_OBS, Y_OBS), log_likelihood=False)
+    assert "log_likelihood" not in group_names(data)
+
+
+def test_model_arguments_predictive_shapes_and_constant_data(regression_run):
+    mcmc, _ = regression_run
+    draws = mcmc.get_samples(group_by_chain=True)
+    flat = {k: v.reshape(2, 50, *v.shape[2:]) for k, v in draws.items()}  # as 2 chains
+    predictive = {"y": torch.zeros(2, 50, N_OBS, dtype=F64)}  # (chains, draws, ...) works too
+    data = model_run_to_arviz(
+        flat,
+        {},
+        regression,
+        (X_OBS,),
+        {"y": Y_OBS},
+        posterior_predictive=predictive,
+        constant_data={"x": X_OBS},
+        dims={"y": ["obs"], "x": ["obs"]},
+        coords={"obs": np.arange(100, 100 + N_OBS)},
+    )
+    assert data.log_likelihood["y"].dims == ("chain", "draw", "obs")
+    assert data.posterior_predictive["y"].dims == ("chain", "draw", "obs")
+    assert data.constant_data["x"].dims == ("obs",)
+    np.testing.assert_array_equal(data.observed_data.coords["obs"].values, 100 + np.arange(N_OBS))
+    np.testing.assert_array_equal(data.constant_data["x"].values, X_OBS.numpy())
+    with pytest.raises(ValueError, match=r"posterior_predictive\['y'\] must have leading dims"):
+        model_run_to_arviz(flat, {}, regression, (X_OBS, Y_OBS), posterior_predictive={
+            "y": torch.zeros(7, N_OBS)})  # fmt: skip
+    out = sample(iso_energy, 5, num_chains=2, event_shape=(2,), warmup_steps=5, seed=0,
+                 progress_bar=False)  # fmt: skip
+    with pytest.raises(ValueError, match="model_args apply to a model run"):
+        to_arviz(out, model_args=(X_OBS,))
+    assert set(group_names(to_arviz(out, constant_data={"c": np.ones(3)}))) == {
+        "posterior",
+        "sample_stats",
+        "constant_data",
+    }
+
+
+def test_a_vectorized_runner_is_converted_with_its_model():
+    """Anything shaped like VectorizedMCMC: get_samples(group_by_chain=True), _samples.stats."""
+    g = torch.Generator().manual_seed(0)
+    draws = {
+        "a": torch.randn(3, 20, generator=g, dtype=F64),
+        "b": torch.randn(3, 20, generator=g, dtype=F64),
+        "noise": torch.rand(3, 20, generator=g, dtype=F64) + 0.5,
+    }
+    stats = {"lp": torch.zeros(3, 20), "accept_prob": torch.full((3, 20), 0.5)}
+    runner = SimpleNamespace(
+        get_samples=lambda group_by_chain=False: draws,
+        _samples=SimpleNamespace(stats=stats),
+        kernel=SimpleNamespace(model=regression),
+        _args=(X_OBS, Y_OBS),
+        _kwargs={},
+    )
+    data = to_arviz(runner)
+    assert sorted(data.sample_stats.data_vars) == ["acceptance_rate", "lp"]
+    np.testing.assert_allclose(data.log_likelihood["y"].values, regression_log_lik(draws))
+    assert data.posterior.attrs["inference_library"] == "pyro_ebm"
+    with pytest.raises(ValueError, match="not to a VectorizedMCMC"):
+        to_arviz(runner, recorder=StatsRecorder())
+    runner._samples = None
+    with pytest.raises(ValueError, match=r"holds no draws yet: call \.run"):
+        to_arviz(runner)
+
+
+def test_netcdf_round_trip(regression_run, tmp_path):
+    _, data = regression_run
+    path = write_netcdf(data, tmp_path / "run.nc")
+    assert path.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # netCDF-4 is HDF5
+    back = az.from_netcdf(str(path))
+    assert set(group_names(back)) == set(group_names(data))
+    for group in group_names(data):
+        for name, value in data[group].data_vars.items():
+            np.testing.assert_array_equal(back[group][name].values, value.values)
+
+
+def test_concat_chains_renumbers_chains(regression_run):
+    _, data = regression_run
+    joined = concat_chains([data, data])
+    assert joined.posterior["a"].shape == (2, 100)
+    np.testing.assert_array_equal(joined.posterior.coords["chain"].values, [0, 1])
+    np.testing.assert_array_equal(joined.log_likelihood["y"].values[1], data.log_likelihood["y"][0])
+    assert joined.observed_data["y"].shape == (N_OBS,)
+    assert np.isfinite(loo(joined).elpd)
+    with pytest.raises(ValueError, match="at least one"):
+        concat_chains([])
+
+
+# ---------------------------------------------------------------- missing energy, recorder
+
+
+def test_missing_energy_warns_once_per_run_and_names_the_recorder():
+    mcmc = run_mcmc(NUTS(model), num_samples=10, warmup_steps=10)
+    with pytest.warns(MissingEnergyWarning, match=r"StatsRecorder.*hook_fn=recorder"):
+        data = to_arviz(mcmc)
+    to_arviz(mcmc)  # no second warning (warnings are errors here)
+    with pytest.raises(ValueError, match="needs the Hamiltonian 'energy'.*StatsRecorder"):
+        plot_energy(data)
+    other = run_mcmc(HMC(model, num_steps=2), num_samples=10, warmup_steps=10)
+    with pytest.warns(MissingEnergyWarning, match="Pyro HMC run"):
+        to_arviz(other)
+
+
+def test_recorder_refuses_an_untested_pyro(monkeypatch):
+    monkeypatch.setattr(pyro, "__version__", "2.0.0")
+    with pytest.raises(RuntimeError, match=r"tested with Pyro 1\.9\.x only; this is Pyro 2\.0\.0"):
+        StatsRecorder()
+    monkeypatch.setattr(pyro, "__version__", "1.9.2")
+    StatsRecorder()
+
+
+def test_recorder_works_when_chains_run_in_worker_processes(monkeypatch):
+    """Pyro runs the chains in spawned processes; each recorder copy reports back."""
+    monkeypatch.setattr(pyro.infer.mcmc.api.mp, "cpu_count", lambda: 4)  # enough "cores"
+    kernel = HMC(model, num_steps=3)
+    recorder = StatsRecorder()
+    pyro.set_rng_seed(0)
+    mcmc = MCMC(kernel, num_samples=40, warmup_steps=30, num_chains=2, hook_fn=recorder,
+                mp_context="spawn", disable_progbar=True)  # fmt: skip
+    mcmc.run()
+    assert recorder.chains == {}  # nothing ran in this process
+    data = to_arviz(mcmc, recorder=recorder)
+    stats = data.sample_stats
+    expected = {"lp", "acceptance_rate", "step_size", "diverging", "energy", "n_steps"}
+    assert set(stats.data_vars) == expected
+    assert stats["energy"].shape == (2, 40)
+    lp = stats["lp"].values
+    np.testing.assert_allclose(lp, exact_lp(mcmc.get_samples(group_by_chain=True)), atol=1e-10)
+    kinetic = stats["energy"].values[:, 1:] + lp[:, :-1]  # see test_pyro_hmc_nuts_with_recorder
+    assert (kinetic >= -1e-10).all() and abs(kinetic.mean() - 1.5) < 0.6
+    assert bfmi(data).shape == (2,)
+
+
+def test_groups_carry_the_library_and_sampler_attributes(runs, regression_run):
+    data = to_arviz(runs["mala"])
+    for group in ("posterior", "sample_stats"):
+        assert data[group].attrs["inference_library"] == "pyro_ebm"
+        assert data[group].attrs["sampler"] == "mala"
+    _, data = regression_run
+    for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        assert data[group].attrs["inference_library"] == "pyro", group
+        assert data[group].attrs["sampler"] == "NUTS", group

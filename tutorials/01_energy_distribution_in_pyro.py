@@ -47,7 +47,15 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from pyro_ebm import EnergyDistribution, fit
-from pyro_ebm.diagnostics import StatsRecorder, to_arviz
+from pyro_ebm.diagnostics import (
+    StatsRecorder,
+    bfmi,
+    concat_chains,
+    plot_energy,
+    plot_rank,
+    plot_trace,
+    to_arviz,
+)
 from pyro_ebm.energies import BananaEnergy, MLPEnergy
 from pyro_ebm.infer import MALA, RandomWalkMH, sample
 from pyro_ebm.objectives import NCE, fit_gaussian_noise
@@ -145,9 +153,9 @@ print("observations:", y.squeeze(-1))
 # * `pyro_ebm.infer.RandomWalkMH`: Gaussian random-walk Metropolis, no gradients, scale adapted
 #   towards acceptance 0.234.
 #
-# Each chain is one `MCMC` run, and `az.concat` joins the chains. (`MCMC(num_chains=4)` would
-# run them in worker processes on a machine with enough cores, which makes the timings hard to
-# compare and keeps the per-draw statistics of Pyro's kernels in the workers.)
+# Each chain is one `MCMC` run, and `concat_chains` joins the chains. (`MCMC(num_chains=4)`
+# would run them in worker processes on a machine with enough cores, which makes the timings
+# hard to compare; the recorder works there too.)
 
 
 # %%
@@ -161,7 +169,7 @@ def run(make_kernel, record_stats=False):
                     hook_fn=recorder, disable_progbar=True)  # fmt: skip
         mcmc.run(y)
         chains.append(to_arviz(mcmc, recorder=recorder))
-    return az.concat(chains, dim="chain"), time.perf_counter() - start
+    return concat_chains(chains), time.perf_counter() - start
 
 
 pyro.set_rng_seed(1)
@@ -174,7 +182,10 @@ idata["RWMH (pyro-ebm)"], seconds["RWMH (pyro-ebm)"] = run(lambda: RandomWalkMH(
 # ## 4. Diagnostics with ArviZ
 #
 # `to_arviz` names the posterior and the sampler statistics as ArviZ expects, so the standard
-# checks apply. First the summary: $\hat R$ near 1 and a healthy bulk and tail ESS.
+# checks apply. First the summary: $\hat R$ near 1 and a healthy bulk and tail ESS. The plots
+# below go through `pyro_ebm.diagnostics`' `plot_trace`, `plot_rank` and `plot_energy`, which
+# call ArviZ and return a matplotlib figure on ArviZ 0.2x and 1.x alike (1.x renamed
+# `plot_trace` to `plot_trace_dist` and returns a `PlotCollection`).
 
 # %%
 for name, data in idata.items():
@@ -186,22 +197,19 @@ for name, data in idata.items():
 # (right); divergent transitions, if any, are marked.
 
 # %%
-az.plot_trace(idata["NUTS (Pyro)"], var_names=["x"], compact=False, figsize=(10, 4))
-plt.tight_layout()
+plot_trace(idata["NUTS (Pyro)"], var_names=["x"], compact=False, figsize=(10, 4))
 plt.show()
 
 # %% [markdown]
-# Rank plots are the sharper test of mixing: pool all draws, rank them, and histogram the ranks
-# of each chain. Chains that sample the same distribution give flat, overlapping histograms.
+# Rank plots are the sharper test of mixing: pool all draws, rank them, and compare the ranks
+# of each chain (histograms with ArviZ 0.2x, rank ECDFs with ArviZ 1.x). Chains that sample the
+# same distribution give flat histograms, or ECDFs inside the band, that overlap.
 
 # %%
-fig, axes = plt.subplots(3, 2, figsize=(10, 8))
-for row, (name, data) in enumerate(idata.items()):
-    az.plot_rank(data, var_names=["x"], ax=axes[row])
-    axes[row, 0].set_title(f"{name}: x[0]")
-    axes[row, 1].set_title(f"{name}: x[1]")
-plt.tight_layout()
-plt.show()
+for name, data in idata.items():
+    fig = plot_rank(data, var_names=["x"], figsize=(10, 2.6))
+    fig.suptitle(name)
+    plt.show()
 
 # %% [markdown]
 # The energy plot compares the marginal distribution of the Hamiltonian with the distribution
@@ -211,9 +219,9 @@ plt.show()
 # have, here recorded by `StatsRecorder`.
 
 # %%
-az.plot_energy(idata["NUTS (Pyro)"], figsize=(6, 4))
+plot_energy(idata["NUTS (Pyro)"], figsize=(6, 4))
 plt.show()
-print("BFMI per chain:", az.bfmi(idata["NUTS (Pyro)"]).round(2))
+print("BFMI per chain:", bfmi(idata["NUTS (Pyro)"]).round(2))
 
 # %% [markdown]
 # All three samplers target the same posterior (black contours). It follows the prior's curved

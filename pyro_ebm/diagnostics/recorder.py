@@ -4,8 +4,9 @@ Pyro's HMC, NUTS and RandomWalkKernel keep almost no per-draw statistics. The re
 them while the chains run, from private attributes of the kernel (``_potential_energy_last``,
 ``_energy_last``, ``_mean_accept_prob``, ``_t``, ``_warmup_steps``, ``_divergences``,
 ``_log_step_size``, ``_kinetic_energy``) and by wrapping, on the kernel instance only, its
-``_sample_r``, ``_build_tree`` and ``_build_basetree``. Those names are Pyro 1.9's internals:
-this module is the one place that depends on them.
+``_sample_r``, ``_build_tree``, ``_build_basetree`` and ``diagnostics``. Those names are Pyro
+1.9's internals: this module is the one place that depends on them, and it refuses to patch a
+Pyro outside :data:`TESTED_PYRO` with an error that says so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,36 @@ import numpy as np
 import pyro.infer
 import torch
 
-__all__ = ["StatsRecorder"]
+__all__ = ["RECORDED_STATS_KEY", "TESTED_PYRO", "StatsRecorder", "check_pyro_version"]
+
+#: Pyro release lines whose kernel internals the recorder has been tested against.
+TESTED_PYRO: tuple[str, ...] = ("1.9",)
+
+#: The ``kernel.diagnostics()`` entry under which a recorder in a worker process sends back the
+#: statistics of its chain (Pyro returns each worker's diagnostics to the main process).
+RECORDED_STATS_KEY = "pyro_ebm_recorded_stats"
+
+
+def check_pyro_version(version: str | None = None) -> None:
+    """Raise ``RuntimeError`` unless Pyro ``version`` (default: the installed one) is tested.
+
+    Examples
+    --------
+    >>> check_pyro_version("1.9.1")
+    >>> check_pyro_version("2.0.0")
+    Traceback (most recent call last):
+    ...
+    RuntimeError: StatsRecorder reads and wraps private internals of Pyro's kernels ...
+    """
+    version = pyro.__version__ if version is None else str(version)
+    if any(version == line or version.startswith(line + ".") for line in TESTED_PYRO):
+        return
+    raise RuntimeError(
+        "StatsRecorder reads and wraps private internals of Pyro's kernels (_sample_r, "
+        f"_build_tree, _potential_energy_last, ...), tested with Pyro {', '.join(TESTED_PYRO)}.x "
+        f"only; this is Pyro {version}. Install pyro-ppl {TESTED_PYRO[-1]}.x, or convert "
+        "without a recorder: to_arviz(mcmc) recomputes lp and reads divergences (no energy)"
+    )
 
 
 class _TransitionTap:
@@ -73,6 +103,25 @@ class _TreeDepthCounter:
         return tree
 
 
+class _DiagnosticsTap:
+    """Stands in for a kernel's ``diagnostics`` and adds the recorder's rows of this chain.
+
+    Pyro sends each chain's ``kernel.diagnostics()`` back from its worker process, so what a
+    recorder copy recorded there reaches :func:`~pyro_ebm.diagnostics.to_arviz` this way.
+    """
+
+    def __init__(self, kernel, recorder: StatsRecorder) -> None:
+        self.kernel = kernel
+        self.recorder = recorder
+
+    def __call__(self):
+        diagnostics = type(self.kernel).diagnostics(self.kernel)
+        rows = self.recorder.chains.get(self.recorder._last_chain)
+        if not isinstance(diagnostics, dict) or not rows:
+            return diagnostics
+        return {**diagnostics, RECORDED_STATS_KEY: {k: list(v) for k, v in rows.items()}}
+
+
 class StatsRecorder:
     """Records per-draw sampler statistics of Pyro's HMC, NUTS and RandomWalkKernel.
 
@@ -114,10 +163,15 @@ class StatsRecorder:
 
     Notes
     -----
-    The recorder works in one process: ``num_chains=1``, or several chains drawn one after
-    the other. When Pyro runs chains in worker processes, each worker records into its own
-    copy and :func:`to_arviz` reports that the recorder holds no draws. Use
-    :meth:`detach` to restore the kernel's methods.
+    With ``num_chains=1`` or chains drawn one after the other, the recorder records in this
+    process. When Pyro runs chains in worker processes (``num_chains > 1`` on enough cores,
+    any ``mp_context``), each worker records into its own copy and hands its rows back in its
+    kernel's ``diagnostics()``, where :func:`to_arviz` finds them. Use :meth:`detach` to
+    restore the kernel's methods.
+
+    The recorder depends on private attributes of Pyro's kernels and checks the Pyro version
+    (:data:`TESTED_PYRO`) when it is created and attached: an untested Pyro raises a
+    ``RuntimeError`` that says so.
 
     Examples
     --------
@@ -137,8 +191,10 @@ class StatsRecorder:
     """
 
     def __init__(self, kernel=None) -> None:
+        check_pyro_version()
         #: Per chain id, per statistic name, the list of post-warmup values.
         self.chains: dict[int, dict[str, list[float]]] = {}
+        self._last_chain = 0
         self._kernel = None
         self._current: dict[str, float] = {}
         self._before: dict[str, float] = {}
@@ -153,10 +209,12 @@ class StatsRecorder:
             chain = int(match.group(1)) if match else 0
             if i == 0:
                 self.chains[chain] = {}
+            self._last_chain = chain
             self._record(kernel, self.chains[chain], i)
         self._before = self._snapshot(kernel)
 
     def _attach(self, kernel) -> None:
+        check_pyro_version()
         self._kernel = kernel
         self._before = self._snapshot(kernel)
         self._current = {}
@@ -166,12 +224,14 @@ class StatsRecorder:
             kernel._build_tree = _TreeDepthCounter(kernel, self)
         if callable(getattr(type(kernel), "_build_basetree", None)):
             kernel._build_basetree = _LeafCounter(kernel, self)
+        if callable(getattr(type(kernel), "diagnostics", None)):
+            kernel.diagnostics = _DiagnosticsTap(kernel, self)
 
     def detach(self) -> None:
         """Remove the wrappers installed on the kernel's instance."""
         kernel = self._kernel
         if kernel is not None:
-            for attr in ("_sample_r", "_build_tree", "_build_basetree"):
+            for attr in ("_sample_r", "_build_tree", "_build_basetree", "diagnostics"):
                 tap = kernel.__dict__.get(attr)
                 if getattr(tap, "recorder", None) is self:
                     del kernel.__dict__[attr]
@@ -245,8 +305,7 @@ class StatsRecorder:
         if not chains:
             raise ValueError(
                 "the StatsRecorder holds no draws: pass it as MCMC(..., hook_fn=recorder) "
-                "before mcmc.run(); it records only when the chains run in this process "
-                "(num_chains=1, or chains drawn sequentially)"
+                "before mcmc.run()"
             )
         lengths = {c: len(next(iter(rows.values()), [])) for c, rows in chains.items()}
         if sorted(chains) != list(range(num_chains)) or any(
@@ -254,8 +313,7 @@ class StatsRecorder:
         ):
             raise ValueError(
                 f"the StatsRecorder holds draws per chain {lengths}, but the MCMC ran "
-                f"{num_chains} chain(s) of {num_samples} draws; was it used with another run, "
-                "or did chains run in worker processes?"
+                f"{num_chains} chain(s) of {num_samples} draws; was it used with another run?"
             )
         names = set(chains[0]).intersection(*(chains[c] for c in range(1, num_chains)))
         return {
