@@ -151,6 +151,18 @@ side_by_side({"Pyro NUTS (1 chain)": (nuts, t_nuts), "VectorizedMCMC(HMC)": (vec
 vec.summary()
 
 # %% [markdown]
+# `to_arviz` turns the run into ArviZ data (on both ArviZ lines): every site under its name
+# with its plate as a named dimension, the sampler statistics, and, from the model and its
+# data, `observed_data` and the pointwise `log_likelihood` that `az.loo` needs.
+
+# %%
+from pyro_ebm.diagnostics import group_names, to_arviz
+
+data = to_arviz(vec)
+print(group_names(data))
+print(data.posterior["theta"].dims, data.log_likelihood["y"].dims)
+
+# %% [markdown]
 # ## 2. An inverse problem with an energy-based prior
 #
 # The prior over $x$ is an energy, here a banana-shaped analytic one (tutorial 01 learns such a

@@ -598,7 +598,11 @@ def _from_mcmc(mcmc: pyro.infer.MCMC, recorder: StatsRecorder | None, **options:
 
 
 def _from_vectorized_mcmc(runner: Any, **options: Any):
-    out = runner._samples
+    # VectorizedMCMC keeps the engine's Samples (with .stats) as .result; a stand-in may
+    # carry it as ._samples
+    out = getattr(runner, "result", None)
+    if out is None and not isinstance(getattr(runner, "_samples", None), Mapping):
+        out = runner._samples
     if out is None:
         raise ValueError("the VectorizedMCMC holds no draws yet: call .run(...) before to_arviz")
     samples = runner.get_samples(group_by_chain=True)
@@ -617,10 +621,19 @@ def _from_vectorized_mcmc(runner: Any, **options: Any):
         posterior_predictive=options["posterior_predictive"],
         prior=options["prior"],
         constant_data=options["constant_data"],
-        dims=options["dims"],
+        dims=_site_dims(runner, options["dims"]),
         coords=options["coords"],
         attrs=attrs,
     )
+
+
+def _site_dims(runner: Any, given: Mapping[str, Sequence[str]] | None) -> dict | None:
+    """Plate names as dims of each site (from the runner's model potential), then ``given``."""
+    potential = getattr(runner, "potential", None)
+    found = potential.dims() if callable(getattr(potential, "dims", None)) else {}
+    merged = {name: list(d) for name, d in found.items() if d}
+    merged.update(given or {})
+    return merged or None
 
 
 def _warn_if_energy_missing(mcmc: pyro.infer.MCMC, stats: Mapping[str, Any]) -> None:

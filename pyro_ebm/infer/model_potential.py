@@ -201,6 +201,7 @@ class ModelPotential:
         self.deterministic: dict[str, torch.Size] = {}
         self.observed: list[str] = []
         self._dims: dict[str, tuple[str | None, ...]] = {}
+        self._observed_shapes: dict[str, torch.Size] = {}
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
@@ -210,6 +211,9 @@ class ModelPotential:
                     self._dims[name] = _dims_of(site)
                 else:
                     self.observed.append(name)
+                    if not site["fn"].event_shape:  # its data and log-likelihood share dims
+                        self._observed_shapes[name] = site["value"].shape
+                        self._dims[name] = _dims_of(site)
                 continue
             fn, value = site["fn"], site["value"]
             transform = transforms.get(name) or biject_to(fn.support)
@@ -229,10 +233,12 @@ class ModelPotential:
         self.transforms = {s.name: s.transform for s in self.sites}
 
     def dims(self) -> dict[str, list[str]]:
-        """ArviZ dimension names of every latent and deterministic site: plate names for
-        plate dimensions, ``"<site>_dim_<i>"`` for the others."""
+        """ArviZ dimension names of every latent and deterministic site (and of observed sites
+        without event dimensions): plate names for plate dimensions, ``"<site>_dim_<i>"`` for
+        the others."""
         out = {}
         shapes = {s.name: s.shape for s in self.sites} | dict(self.deterministic)
+        shapes |= self._observed_shapes
         for name, shape in shapes.items():
             plates = list(self._dims.get(name, ()))
             plates = plates[len(plates) - len(shape) :] if len(plates) > len(shape) else plates

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -246,6 +247,7 @@ def test_dims_name_plates_and_event_dimensions():
         "rho": [],
         "lam": ["groups"],
         "total": [],
+        "z": ["obs"],  # observed, no event dims: its data and log-likelihood are named too
     }
 
 
@@ -258,3 +260,27 @@ def test_unconverged_run_warns_naming_the_runner():
         mcmc.run(_t([2.1, 3.4]))
     assert not mcmc.convergence.converged
     assert mcmc.convergence.worst in ("loc", "lp")
+
+
+def test_to_arviz_names_sites_and_plates_and_runs_loo():
+    from pyro_ebm.diagnostics import group_names, loo, to_arviz
+
+    y = _t([4.0, 1.0, 2.0])
+    mcmc = VectorizedMCMC(MALA(model_simplex_interval), num_samples=60, warmup_steps=60,
+                          num_chains=4, seed=0, disable_progbar=True,
+                          check_convergence=False)  # fmt: skip
+    mcmc.run(y)
+    data = to_arviz(mcmc)
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(
+        group_names(data)
+    )
+    post = data.posterior
+    assert set(post.data_vars) == {"probs", "rho", "lam", "total"}
+    assert post["lam"].dims == ("chain", "draw", "groups")
+    assert post["probs"].dims == ("chain", "draw", "probs_dim_0")
+    np.testing.assert_allclose(post["rho"].values, mcmc.get_samples(group_by_chain=True)["rho"])
+    stats = data.sample_stats
+    assert {"lp", "acceptance_rate", "step_size", "diverging"} <= set(stats.data_vars)
+    assert stats["lp"].shape == (4, 60)
+    assert data.log_likelihood["z"].dims == ("chain", "draw", "obs")
+    assert np.isfinite(loo(data, var_name="z").elpd)
