@@ -159,7 +159,9 @@ def find_stuck_chains(
     below_median = lp_f < lp_f.median(dim=0, keepdim=True).values
     bottom = lp_f < torch.quantile(lp_f.nan_to_num(neginf=-1e300), 0.1, dim=0, keepdim=True)
     frozen = (mean_accept < 0.02) & bottom
-    eps = step_size.expand(lp.shape) if step_size.dim() == 0 else step_size
+    # contiguous: torch 2.13's median(dim=) of an expanded (stride-0) tensor on the CPU
+    # returns uninitialized memory, which made restarts random
+    eps = step_size.expand(lp.shape).contiguous()
     tiny = (eps < 1e-3 * eps.median(dim=0, keepdim=True).values) & below_median & ~travelling
     return far | frozen | tiny | ~finite
 

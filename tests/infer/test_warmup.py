@@ -163,3 +163,21 @@ def test_dense_estimate_keeps_tiny_scales_and_shrinks_to_the_diagonal():
     assert ((ratio > 0.8) & (ratio < 1.2)).all(), ratio  # Stan's absolute 1e-3 would swamp 1e-8
     torch.linalg.cholesky(dense)  # positive definite
     assert estimate_inv_mass(rows, dense=False).shape == (3,)
+
+
+def test_find_stuck_chains_with_one_shared_step_size_is_deterministic():
+    # A shared (0-dim) step size is expanded over the chains. torch 2.13's CPU median(dim=)
+    # of an expanded (stride-0) tensor reads the memory *after* the scalar's storage, so its
+    # "median" was garbage, and healthy chains were flagged as "tiny step" and restarted at
+    # random. Here the memory after the step size holds huge values: nothing may be flagged.
+    gen = torch.Generator().manual_seed(0)
+    lp = -0.5 * torch.randn(128, generator=gen, dtype=torch.float64).square()
+    accept = torch.full((128,), 0.6, dtype=torch.float64)
+    storage = torch.full((256,), 1e300, dtype=torch.float64)
+    storage[0] = 0.9
+    eps = storage[0]  # a 0-dim view; what follows it in memory is 1e300
+    assert not bool(find_stuck_chains(lp, accept, eps, 10, lp).any())
+    assert torch.equal(
+        find_stuck_chains(lp, accept, eps, 10, lp),
+        find_stuck_chains(lp, accept, eps.expand(128).clone(), 10, lp),
+    )
