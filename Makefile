@@ -68,6 +68,9 @@ bench: $(STAMP)
 bench-training: $(STAMP)
 	$(BIN)/python bench/training.py
 
+bench-models: $(STAMP)
+	cd bench && ../$(BIN)/python vectorized_models.py
+
 bench-posteriors: $(STAMP)
 	cd bench && ../$(BIN)/python posteriors.py
 
