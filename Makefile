@@ -11,7 +11,7 @@ VENV312 := .venv312
 BIN312 := $(VENV312)/bin
 STAMP312 := $(VENV312)/.installed
 
-.PHONY: demo test test-slow test-py312 lint format install install-py312 clean bench bench-training bench-posteriors docs
+.PHONY: demo test test-slow test-py312 lint format install install-py312 clean bench bench-training bench-posteriors bench-models docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
