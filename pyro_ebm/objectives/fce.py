@@ -21,17 +21,22 @@ likelihood (:meth:`FCE.pretrain_flow`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_int, check_positive_float
 from ..progress import progress
-from .base import LossOutput, Objective
+from .base import DIAGNOSIS_WINDOW, LossOutput, Objective, _recent_mean, log_z_runaway
 from .nce import _check_data, nce_loss
 
 __all__ = ["FCE", "FLOW_KINDS", "default_flow_kind", "make_flow"]
+
+ACCURACY_STUCK = 0.99
+"""Mean classifier accuracy (over the diagnosis window) that :meth:`FCE.diagnose` calls stuck."""
+FLOW_NLL_RISE = 5.0
+"""Rise (nats) of the flow's data NLL above its best window that :meth:`FCE.diagnose` flags."""
 
 FLOW_KINDS = ("realnvp", "maf")
 """The flows :func:`make_flow` builds."""
@@ -115,7 +120,7 @@ class FCE(Objective):
     >>> fce = FCE(make_flow(2, hidden_features=8, num_layers=2))
     >>> data = torch.randn(64, 2)
     >>> sorted(fce(MLPEnergy(2, hidden=(16,)), data).metrics)
-    ['accuracy', 'energy_neg', 'energy_pos', 'log_Z']
+    ['accuracy', 'energy_neg', 'energy_pos', 'flow_nll', 'log_Z']
     """
 
     def __init__(
@@ -187,6 +192,46 @@ class FCE(Objective):
     def _num_noise(self, n: int) -> int:
         return max(1, round(self.noise_ratio * n))
 
+    def diagnose(
+        self, metrics: Mapping[str, Sequence[float]], lr: Sequence[float]
+    ) -> dict[str, str]:
+        """FCE's failure modes, from the per-step record (``accuracy``, ``flow_nll``, ``log_Z``).
+
+        * ``accuracy``: the classifier's accuracy averaged over the last
+          :data:`~pyro_ebm.objectives.base.DIAGNOSIS_WINDOW` steps is at least
+          :data:`ACCURACY_STUCK`: the EBM tells flow samples from data almost perfectly, the
+          flow's gradient vanishes and the game has stopped (Gao et al. 2020 keep it near
+          the balancing threshold).
+        * ``flow_nll``: the flow's NLL on the data, averaged over a window, rose more than
+          :data:`FLOW_NLL_RISE` nats above its best window (or is not finite): the flow
+          diverges and NCE against it no longer covers the data.
+        * ``log_Z``: :func:`~pyro_ebm.objectives.base.log_z_runaway`.
+        """
+        found: dict[str, str] = {}
+        accuracy = _recent_mean(metrics.get("accuracy", []))
+        if accuracy is not None and accuracy >= ACCURACY_STUCK:
+            found["accuracy"] = (
+                f"classifier accuracy stuck at {accuracy:.3f} over the last {DIAGNOSIS_WINDOW} "
+                "steps: the EBM separates the flow's samples from the data and the flow no "
+                "longer learns (pre-train the flow: FCE.for_data(data, pretrain_steps=500))"
+            )
+        nll = list(metrics.get("flow_nll", []))
+        if nll and not math.isfinite(nll[-1]):
+            found["flow_nll"] = f"the flow's NLL on the data is {nll[-1]}: the flow diverged"
+        elif len(nll) >= 2 * DIAGNOSIS_WINDOW:
+            w = DIAGNOSIS_WINDOW
+            blocks = [math.fsum(nll[i : i + w]) / w for i in range(0, len(nll) - w + 1, w)]
+            now = _recent_mean(nll)
+            if now is not None and now > min(blocks) + FLOW_NLL_RISE:
+                found["flow_nll"] = (
+                    f"the flow's NLL on the data rose from {min(blocks):.2f} to {now:.2f} nats: "
+                    "the flow is diverging (lower adversary_lr)"
+                )
+        message = log_z_runaway(metrics.get("log_Z", []), lr)
+        if message is not None:
+            found["log_Z"] = message
+        return found
+
     def _flat(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], -1)
 
@@ -214,6 +259,7 @@ class FCE(Objective):
             noise, log_q_noise = self.flow.sample_and_log_prob(self._num_noise(data.shape[0]))
             log_q_data = self.flow.log_prob(self._flat(data))
         loss, accuracy, metrics = self._value(energy, data, noise, log_q_data, log_q_noise)
+        metrics["flow_nll"] = -log_q_data.mean().detach()  # the flow's fit to the data batch
         self.last_accuracy = accuracy.detach().to(self.last_accuracy)
         return LossOutput(loss, metrics)
 

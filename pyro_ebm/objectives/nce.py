@@ -14,6 +14,7 @@ At the optimum :math:`p_\\theta = p`, so :math:`c` converges to the true log nor
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch.distributions import Distribution, MultivariateNormal, TransformedDis
 from torch.distributions.transforms import ReshapeTransform
 
 from .._validation import check_positive_float
-from .base import LossOutput, Objective
+from .base import LossOutput, Objective, log_z_runaway
 
 __all__ = ["NCE", "fit_gaussian_noise", "nce_loss"]
 
@@ -127,6 +128,13 @@ class NCE(Objective):
 
     def _num_noise(self, n: int) -> int:
         return max(1, round(self.noise_ratio * n))
+
+    def diagnose(
+        self, metrics: Mapping[str, Sequence[float]], lr: Sequence[float]
+    ) -> dict[str, str]:
+        """A learned log Z that runs away (:func:`~pyro_ebm.objectives.base.log_z_runaway`)."""
+        message = log_z_runaway(metrics.get("log_Z", []), lr)
+        return {} if message is None else {"log_Z": message}
 
     def _noise_samples(self, n: int, data: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -44,6 +44,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 """The optimizers :func:`fit` names (or pass a callable ``params -> Optimizer``)."""
 SCHEDULES = ("cosine", "constant")
 """The learning-rate schedules of :func:`fit`."""
+DIAGNOSE_EVERY = 50
+"""Steps between two calls of the objective's ``diagnose`` on the History."""
 
 
 def _make_optimizer(name, params, lr, weight_decay):
@@ -392,8 +394,10 @@ def fit(
         history.wall_time.append(time.perf_counter() - t0)
         for k, v in metrics.items():
             history.metrics.setdefault(k, []).append(v)
+        if (step + 1) % DIAGNOSE_EVERY == 0:
+            _diagnose(objective, history, step)
         if progress_bar:
-            bar.set_postfix(_postfix(loss_value, metrics), refresh=False)
+            bar.set_postfix(_postfix(loss_value, metrics, history.warnings), refresh=False)
         done = step + 1
         if checkpoint_every is not None and done % checkpoint_every == 0 and done < steps:
             save(done)
@@ -415,10 +419,22 @@ def fit(
     return history
 
 
-def _postfix(loss: float, metrics: dict[str, float]) -> dict[str, str]:
+def _diagnose(objective: Objective, history: History, step: int) -> None:
+    """Record each new sign of failure the objective finds, once per kind."""
+    seen = {w["kind"] for w in history.warnings}
+    for kind, message in objective.diagnose(history.metrics, history.lr).items():
+        if kind not in seen:
+            history.warnings.append({"step": step, "kind": kind, "message": message})
+
+
+def _postfix(loss: float, metrics: dict[str, float], warned: Sequence[dict] = ()) -> dict[str, str]:
     shown = {"loss": f"{loss:.3f}"}
     if "energy_pos" in metrics and "energy_neg" in metrics:
         shown["gap"] = f"{metrics['energy_neg'] - metrics['energy_pos']:.2f}"
-    for key in ("accuracy", "acceptance_rate", "log_Z"):
+    labels = {"accuracy": "accura", "acceptance_rate": "accept", "log_Z": "log_Z",
+              "flow_nll": "flow_nll"}  # fmt: skip
+    for key, label in labels.items():
         if key in metrics:
-            shown[key[:6]] = f"{metrics[key]:.3f}"
+            shown[label] = f"{metrics[key]:.3f}"
+    if warned:
+        shown["WARNING"] = ",".join(w["kind"] for w in warned) + " (see History.warnings)"
