@@ -89,9 +89,11 @@ class ScoreMatching(Objective):
         covariance).
     sigma:
         Noise scale, or a sequence of scales drawn uniformly per sample (denoising). The
-        model fits the data blurred by :math:`N(0, \\sigma^2 I)`, so a small scale costs
-        little bias; the default 0.05 is the training benchmark's (KL 0.02-0.40 on the 2-d
-        toys, ``bench/training.py``).
+        model fits the data blurred by :math:`N(0, \\sigma^2 I)`, so a smaller scale costs
+        less bias, but the :math:`\\sigma^2`-weighted loss then learns far slower. Measured
+        (10,000 steps, ``fit``'s defaults, ``MLPEnergy(2, (128, 128))``): the default 0.1
+        gives KL 0.021 on ``8gaussians`` and 0.157 on ``checkerboard``, against 0.093 and
+        0.399 for 0.05.
 
     Examples
     --------
@@ -110,7 +112,7 @@ class ScoreMatching(Objective):
         num_projections: int = 1,
         projection: str = "gaussian",
         variance_reduction: bool = True,
-        sigma: float | Sequence[float] = 0.05,
+        sigma: float | Sequence[float] = 0.1,
     ) -> None:
         super().__init__()
         check_choice("method", method, METHODS)
