@@ -7,10 +7,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LOG_Z_BUFFER", "LearnedLogZ", "is_log_z_key", "store_log_Z"]
+__all__ = ["LOG_Z_BUFFER", "LOG_Z_KNOWN_BUFFER", "LearnedLogZ", "is_log_z_key", "store_log_Z"]
 
 LOG_Z_BUFFER = "learned_log_Z"
-"""Name of the buffer holding the learned :math:`\\log Z` (NaN while none is known)."""
+"""Name of the buffer holding the learned :math:`\\log Z` (0 while none is known)."""
+LOG_Z_KNOWN_BUFFER = "learned_log_Z_known"
+"""Name of the boolean buffer that says whether :data:`LOG_Z_BUFFER` holds a learned value.
+
+A flag rather than a NaN value: state dicts of untrained energies compare equal with
+``torch.equal`` and pass finiteness checks."""
 
 
 def is_log_z_key(key: str) -> bool:
@@ -19,14 +24,15 @@ def is_log_z_key(key: str) -> bool:
     It is no part of the architecture (checkpoint fingerprints leave it out, so checkpoints
     written before it existed resume) and is no weight to average (the EMA leaves it out).
     """
-    return key.rsplit(".", 1)[-1] in (LOG_Z_BUFFER, "log_Z")
+    return key.rsplit(".", 1)[-1] in (LOG_Z_BUFFER, LOG_Z_KNOWN_BUFFER, "log_Z")
 
 
 def _fill_missing_log_z(module, state_dict, prefix, *args) -> None:
     """Load-state-dict pre-hook: a state dict saved before the buffer existed loads as 'unknown'."""
-    key = prefix + LOG_Z_BUFFER
-    if key not in state_dict:
-        state_dict[key] = torch.full_like(getattr(module, LOG_Z_BUFFER), math.nan)
+    value, known = prefix + LOG_Z_BUFFER, prefix + LOG_Z_KNOWN_BUFFER
+    if value not in state_dict and known not in state_dict:
+        state_dict[value] = torch.zeros_like(getattr(module, LOG_Z_BUFFER))
+        state_dict[known] = torch.zeros_like(getattr(module, LOG_Z_KNOWN_BUFFER))
 
 
 class LearnedLogZ(nn.Module):
@@ -56,20 +62,23 @@ class LearnedLogZ(nn.Module):
 
     def _init_learned_log_Z(self) -> None:
         """Register the buffer (call once in ``__init__``, after ``nn.Module.__init__``)."""
-        self.register_buffer(LOG_Z_BUFFER, torch.tensor(math.nan))
+        self.register_buffer(LOG_Z_BUFFER, torch.tensor(0.0))
+        self.register_buffer(LOG_Z_KNOWN_BUFFER, torch.tensor(False))
         self.register_load_state_dict_pre_hook(_fill_missing_log_z)
 
     @property
     def log_Z(self) -> Tensor | None:
         """The learned log normalizer (a 0-d tensor), or ``None`` when none is known."""
-        value = getattr(self, LOG_Z_BUFFER)
-        return None if bool(torch.isnan(value)) else value.detach().clone()
+        if not bool(getattr(self, LOG_Z_KNOWN_BUFFER)):
+            return None
+        return getattr(self, LOG_Z_BUFFER).detach().clone()
 
     @log_Z.setter
     def log_Z(self, value: float | Tensor | None) -> None:
-        buffer = getattr(self, LOG_Z_BUFFER)
+        buffer, known = getattr(self, LOG_Z_BUFFER), getattr(self, LOG_Z_KNOWN_BUFFER)
         if value is None:
-            buffer.fill_(math.nan)
+            buffer.fill_(0.0)
+            known.fill_(False)
             return
         if torch.is_tensor(value):
             if value.numel() != 1:
@@ -80,6 +89,7 @@ class LearnedLogZ(nn.Module):
         if not math.isfinite(value):
             raise ValueError(f"log_Z must be finite; got {value!r}")
         buffer.fill_(float(value))
+        known.fill_(True)
 
 
 def store_log_Z(energy: nn.Module, value: Tensor | None) -> None:

@@ -65,6 +65,16 @@ class _ClampGrad(torch.autograd.Function):
 class ContrastiveDivergence(Objective):
     """Contrastive divergence with Langevin negatives.
 
+    The defaults (20 ULA steps of size 0.01, ``alpha=0.1``) were measured side by side with
+    the earlier command-line recipe (30 steps of 0.005, ``alpha=0.01``), 4,000 steps of
+    persistent CD with ``fit``'s defaults, ``MLPEnergy(2, (128, 128))``: KL 0.77 / 0.27 / 0.09
+    on ``rings`` / ``checkerboard`` / ``8gaussians`` against 0.73 / 0.32 / 0.06, at two thirds
+    of the sampler's cost; the other recipe, trained longer, grew the narrow well on ``rings``
+    (KL 38, ``bench/README.md``). ``grad_clip=20`` changed nothing with these defaults (the
+    regularizer keeps the energy smooth), and ``alpha=0.01`` with the default steps gave KL
+    1.66 on ``rings``. ``History.warnings`` reports a collapsing acceptance, a well, or
+    negatives far above the data (:meth:`diagnose`).
+
     Parameters
     ----------
     mode:
@@ -83,16 +93,6 @@ class ContrastiveDivergence(Objective):
         off the accelerator) and the noise (``"uniform"`` on the data box or ``"gaussian"``).
     alpha:
         Weight of the energy-magnitude regularizer.
-
-    The defaults (20 ULA steps of size 0.01, ``alpha=0.1``) were measured side by side with
-    the earlier command-line recipe (30 steps of 0.005, ``alpha=0.01``), 4,000 steps of
-    persistent CD with ``fit``'s defaults, ``MLPEnergy(2, (128, 128))``: KL 0.77 / 0.27 / 0.09
-    on ``rings`` / ``checkerboard`` / ``8gaussians`` against 0.73 / 0.32 / 0.06, at two thirds
-    of the sampler's cost; the other recipe, trained longer, grew the narrow well on ``rings``
-    (KL 38, ``bench/README.md``). ``grad_clip=20`` changed nothing with these defaults (the
-    regularizer keeps the energy smooth), and ``alpha=0.01`` with the default steps gave KL
-    1.66 on ``rings``. ``History.warnings`` reports a collapsing acceptance, a well, or
-    negatives far above the data (:meth:`diagnose`).
     grad_clip:
         Clamp :math:`\\nabla_x E` elementwise to ``[-grad_clip, grad_clip]`` in the sampler.
     data_noise:
