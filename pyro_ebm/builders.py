@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from . import datasets
 from ._validation import check_bounds
-from .config import Config, default_config, merge_config
+from .config import Config, default_config, library_default, merge_config
 from .energies import ConvEnergy, MLPEnergy
 from .errors import UserError
 from .objectives import (
@@ -18,9 +18,8 @@ from .objectives import (
     ContrastiveDivergence,
     Objective,
     ScoreMatching,
-    fit_gaussian_noise,
-    make_flow,
 )
+from .objectives.fce import default_flow_kind
 
 __all__ = [
     "TOY_BOUNDS",
@@ -139,10 +138,11 @@ def resolve_config(config: Config, train: Tensor) -> Config:
 
     objective = config["objective"]
     kind = objective["name"]
-    if objective["noise_ratio"] is None:
-        objective["noise_ratio"] = 4.0 if kind == "nce" else 1.0
+    if objective["noise_ratio"] is None:  # the library's recipe for each objective
+        recipe = NCE.for_data if kind == "nce" else FCE.for_data
+        objective["noise_ratio"] = float(library_default(recipe, "noise_ratio"))
     if objective["flow_kind"] is None:
-        objective["flow_kind"] = "realnvp" if dim >= 2 else "maf"
+        objective["flow_kind"] = default_flow_kind(dim)
     if kind == "fce" and objective["flow_kind"] == "realnvp" and dim < 2:
         raise UserError("objective.flow_kind = 'realnvp' needs at least 2 dimensions; use 'maf'")
     keep = ("name", *_OBJECTIVE_KEYS[kind])
@@ -230,16 +230,11 @@ def build_objective(
             kwargs["sigma"] = o["sigma"]
         return ScoreMatching(name[3:], **kwargs)
     if name == "nce":
-        return NCE(fit_gaussian_noise(train, o["noise_scale"]), noise_ratio=o["noise_ratio"])
-    flow = make_flow(
-        train[0].numel(), o["flow_kind"], hidden_features=o["flow_hidden"],
-        num_layers=o["flow_layers"],
+        return NCE.for_data(train, noise_scale=o["noise_scale"], noise_ratio=o["noise_ratio"])
+    seed = config.get("train", {}).get("seed", 0)
+    return FCE.for_data(
+        train, kind=o["flow_kind"], hidden_features=o["flow_hidden"],
+        num_layers=o["flow_layers"], noise_ratio=o["noise_ratio"],
+        pretrain_steps=o["flow_pretrain_steps"] if pretrain else 0,
+        generator=torch.Generator().manual_seed(seed), progress_bar=progress,
     )  # fmt: skip
-    fce = FCE(flow, noise_ratio=o["noise_ratio"])
-    if pretrain and o["flow_pretrain_steps"]:
-        seed = config.get("train", {}).get("seed", 0)
-        fce.pretrain_flow(
-            train, o["flow_pretrain_steps"], generator=torch.Generator().manual_seed(seed),
-            progress_bar=progress,
-        )  # fmt: skip
-    return fce

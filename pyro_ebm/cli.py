@@ -122,14 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
         "default to the run's [sample] settings.",
     )  # fmt: skip
     samp.add_argument("--run", required=True, metavar="DIR", help="the run directory")
-    samp.add_argument("--kernel", choices=KERNELS, help="MCMC kernel (default mala)")
-    samp.add_argument("--num-chains", type=_int(1), metavar="C", help="chains (default 1024)")
+    s = SCHEMA["sample"]
+    samp.add_argument("--kernel", choices=KERNELS,
+                      help=f"MCMC kernel (default {s['kernel'].default})")  # fmt: skip
+    samp.add_argument("--num-chains", type=_int(1), metavar="C",
+                      help="chains (default 1024 for vectors, 64 for images)")  # fmt: skip
     samp.add_argument("--num-samples", type=_int(1), metavar="N",
-                      help="draws kept per chain (default 200)")  # fmt: skip
+                      help=f"draws per chain (default {s['num_samples'].default})")  # fmt: skip
     samp.add_argument("--warmup-steps", type=_int(0), metavar="W",
-                      help="adaptation steps, discarded (default 200)")  # fmt: skip
-    samp.add_argument("--init", choices=("data", "normal"),
-                      help="start chains at training points (default) or N(0, I)")  # fmt: skip
+                      help="adaptation steps, discarded (default: sample()'s, "
+                      "max(num_samples, 500))")  # fmt: skip
+    samp.add_argument("--init", choices=s["init"].choices,
+                      help=f"start chains at training points or N(0, I) (default "
+                      f"{s['init'].default})")  # fmt: skip
     samp.add_argument("--seed", type=_int(0), metavar="S", help="seed of the chains")
     samp.set_defaults(func=_sample)
 

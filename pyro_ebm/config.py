@@ -7,14 +7,18 @@ with its type, default and meaning; :func:`read_config` rejects unknown sections
 subset these files need (no new dependency), and ``tomllib`` (``tomli`` before Python 3.11)
 reads it back.
 
-A default of ``None`` means "chosen from the data and the objective at training time" (see
-:func:`pyro_ebm.builders.resolve_config`); the run directory's ``config.toml`` always holds the
-resolved values, so it records exactly what was used.
+Defaults and choice lists come from the library (:func:`library_default` reads the signatures
+of :func:`pyro_ebm.fit`, the objectives, the energies, :func:`pyro_ebm.infer.sample` and the
+evaluation; choices are ``ACTIVATIONS``, ``infer.KERNELS`` and the like), so the command line
+trains, samples and scores exactly as the library does by default. A default of ``None``
+means "chosen from the data and the objective at training time" (see
+:func:`pyro_ebm.builders.resolve_config`) or, for the warm-up keys, ``sample()``'s own
+default; the run directory's ``config.toml`` holds the resolved values.
 
 Examples
 --------
 >>> config = merge_config(default_config(), {"train": {"steps": 10}})
->>> config["train"]["steps"], config["train"]["lr"]
+>>> config["train"]["steps"], config["train"]["lr"]  # the lr is fit()'s default
 (10, 0.002)
 >>> text = dumps_toml({"train": {"steps": 10, "lr": 0.002}, "model": {"hidden": [16, 16]}})
 >>> print(text)
@@ -32,16 +36,26 @@ hidden = [16, 16]
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ._validation import check_choice, check_int
+from .energies import ConvEnergy, MLPEnergy
+from .energies.neural import ACTIVATIONS
 from .errors import UserError
+from .evaluation import ais_log_partition, grid_log_partition
+from .infer import KERNELS, sample
+from .objectives import FCE, NCE, ContrastiveDivergence, ScoreMatching
+from .objectives.cd import MODES as CD_MODES
+from .objectives.fce import FLOW_KINDS
+from .training import SCHEDULES, fit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,6 +68,7 @@ __all__ = [
     "Key",
     "default_config",
     "dumps_toml",
+    "library_default",
     "loads_config",
     "merge_config",
     "read_config",
@@ -86,6 +101,31 @@ class Key:
     minimum: float | None = None
 
 
+def library_default(fn: Callable[..., Any], name: str) -> Any:
+    """The default of argument ``name`` of ``fn`` (a function, class or classmethod).
+
+    The library is the one source of defaults: every key of :data:`SCHEMA` that has a library
+    counterpart reads its default here, so the command line and ``fit()``, the objectives,
+    the energies, ``sample()`` and the evaluation cannot drift apart. Tuples become lists
+    (TOML arrays).
+
+    Examples
+    --------
+    >>> from pyro_ebm.evaluation import grid_log_partition
+    >>> library_default(grid_log_partition, "resolution")
+    501
+    """
+    parameter = inspect.signature(fn).parameters[name]
+    if parameter.default is inspect.Parameter.empty:
+        raise TypeError(f"{getattr(fn, '__qualname__', fn)}() has no default for {name!r}")
+    value = parameter.default
+    return list(value) if isinstance(value, tuple) else value
+
+
+_CD = ContrastiveDivergence
+_FCE = FCE.for_data
+_NCE = NCE.for_data
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "data": {
         "name": Key("str", None, "a built-in data set or a path to a .npy/.csv file"),
@@ -97,52 +137,124 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "kind": Key("str", "auto", "energy network", ("auto", "mlp", "conv")),
         "hidden": Key("ints", None, "MLP widths (default (128, 128) in 2-d, else (256, 256))"),
-        "channels": Key("ints", [32, 64], "ConvEnergy channels (digits)"),
+        "channels": Key(
+            "ints", library_default(ConvEnergy, "channels"), "ConvEnergy channels (digits)"
+        ),
         "activation": Key(
-            "str",
-            "silu",
-            "activation",
-            ("silu", "relu", "elu", "tanh", "softplus", "gelu", "leaky_relu"),
-        ),  # fmt: skip
-        "spectral_norm": Key("bool", False, "spectral normalization of the MLP's layers"),
+            "str", library_default(MLPEnergy, "activation"), "activation", tuple(ACTIVATIONS)
+        ),
+        "spectral_norm": Key(
+            "bool",
+            library_default(MLPEnergy, "spectral_norm"),
+            "spectral normalization of the MLP's layers",
+        ),
     },
     "objective": {
         "name": Key("str", "nce", "training objective", OBJECTIVES),
         "noise_scale": Key(
-            "float", 1.25, "NCE: the Gaussian noise's scale over the data's", None, 0
+            "float",
+            library_default(_NCE, "noise_scale"),
+            "NCE: the Gaussian noise's scale over the data's",
+            None,
+            0,
         ),
-        "noise_ratio": Key("float", None, "NCE/FCE: noise samples per data point (4 / 1)", None, 0),
-        "sigma": Key("float", 0.05, "denoising score matching: noise scale", None, 0),
-        "num_projections": Key("int", 1, "sliced score matching: projections per point", None, 1),
-        "cd_mode": Key("str", "persistent", "CD chains", ("persistent", "short_run", "data")),
-        "cd_steps": Key("int", 30, "CD: Langevin steps per training step", None, 1),
-        "cd_step_size": Key("float", 0.005, "CD: Langevin step size", None, 0),
-        "cd_alpha": Key("float", 0.01, "CD: energy-magnitude regularizer", None, 0),
-        "cd_buffer_size": Key("int", 10_000, "CD: replay buffer size", None, 1),
-        "cd_reinit_prob": Key("float", 0.05, "CD: buffer re-initialization probability", None, 0),
-        "flow_kind": Key("str", None, "FCE flow (realnvp if d >= 2, else maf)", ("realnvp", "maf")),
-        "flow_hidden": Key("int", 64, "FCE: flow hidden features", None, 1),
-        "flow_layers": Key("int", 6, "FCE: flow layers", None, 1),
+        "noise_ratio": Key(
+            "float",
+            None,
+            f"NCE/FCE: noise samples per data point ({library_default(_NCE, 'noise_ratio'):g} / "
+            f"{library_default(_FCE, 'noise_ratio'):g})",
+            None,
+            0,
+        ),
+        "sigma": Key(
+            "float",
+            library_default(ScoreMatching, "sigma"),
+            "denoising score matching: noise scale",
+            None,
+            0,
+        ),
+        "num_projections": Key(
+            "int",
+            library_default(ScoreMatching, "num_projections"),
+            "sliced score matching: projections per point",
+            None,
+            1,
+        ),
+        "cd_mode": Key("str", library_default(_CD, "mode"), "CD chains", CD_MODES),
+        "cd_steps": Key(
+            "int",
+            library_default(_CD, "num_steps"),
+            "CD: Langevin steps per training step",
+            None,
+            1,
+        ),  # fmt: skip
+        "cd_step_size": Key(
+            "float", library_default(_CD, "step_size"), "CD: Langevin step size", None, 0
+        ),
+        "cd_alpha": Key(
+            "float", library_default(_CD, "alpha"), "CD: energy-magnitude regularizer", None, 0
+        ),
+        "cd_buffer_size": Key(
+            "int", library_default(_CD, "buffer_size"), "CD: replay buffer size", None, 1
+        ),
+        "cd_reinit_prob": Key(
+            "float",
+            library_default(_CD, "reinit_prob"),
+            "CD: buffer re-initialization probability",
+            None,
+            0,
+        ),
+        "flow_kind": Key("str", None, "FCE flow (realnvp if d >= 2, else maf)", FLOW_KINDS),
+        "flow_hidden": Key(
+            "int", library_default(_FCE, "hidden_features"), "FCE: flow hidden features", None, 1
+        ),
+        "flow_layers": Key("int", library_default(_FCE, "num_layers"), "FCE: flow layers", None, 1),
         "flow_pretrain_steps": Key(
-            "int", 300, "FCE: maximum-likelihood flow pre-training", None, 0
+            "int",
+            library_default(_FCE, "pretrain_steps"),
+            "FCE: maximum-likelihood flow pre-training",
+            None,
+            0,
         ),
     },
     "train": {
         "steps": Key("int", 5000, "optimizer steps (the total, also when resuming)", None, 1),
-        "batch_size": Key("int", 256, "batch size", None, 1),
-        "lr": Key("float", 2e-3, "learning rate", None, 0),
-        "schedule": Key("str", "cosine", "learning-rate schedule", ("cosine", "constant")),
-        "lr_warmup": Key("int", 0, "linear learning-rate warm-up steps", None, 0),
-        "ema": Key("float", 0.995, "parameter EMA decay (0 turns it off)", None, 0),
-        "grad_clip": Key("float", 0.0, "global gradient-norm clip (0 turns it off)", None, 0),
+        "batch_size": Key("int", library_default(fit, "batch_size"), "batch size", None, 1),
+        "lr": Key("float", library_default(fit, "lr"), "learning rate", None, 0),
+        "schedule": Key(
+            "str", library_default(fit, "schedule"), "learning-rate schedule", SCHEDULES
+        ),
+        "lr_warmup": Key(
+            "int", library_default(fit, "lr_warmup"), "linear learning-rate warm-up steps", None, 0
+        ),
+        "ema": Key(
+            "float",
+            library_default(fit, "ema") or 0.0,
+            "parameter EMA decay (0 turns it off)",
+            None,
+            0,
+        ),  # fmt: skip
+        "grad_clip": Key(
+            "float",
+            library_default(fit, "grad_clip") or 0.0,
+            "global gradient-norm clip (0 turns it off)",
+            None,
+            0,
+        ),
         "checkpoint_every": Key("int", 1000, "steps between checkpoints", None, 1),
         "seed": Key("int", 0, "seed of the model, the batches and the objective", None, 0),
     },
     "sample": {
-        "kernel": Key("str", "mala", "MCMC kernel", ("mala", "hmc", "rwmh", "ula")),
+        "kernel": Key("str", library_default(sample, "kernel"), "MCMC kernel", tuple(KERNELS)),
         "num_chains": Key("int", None, "chains (1024 for vectors, 64 for images)", None, 1),
         "num_samples": Key("int", 200, "draws kept per chain", None, 1),
-        "warmup_steps": Key("int", 200, "adaptation steps, discarded", None, 0),
+        "warmup_steps": Key(
+            "int",
+            library_default(sample, "warmup_steps"),
+            "adaptation steps, discarded (default: sample()'s, max(num_samples, 500))",
+            None,
+            0,
+        ),
         "init": Key(
             "str", "data", "chains start at training points or N(0, I)", ("data", "normal")
         ),
@@ -150,12 +262,30 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "evaluate": {
         "bounds": Key("floats", None, "grid box: [lo, hi] or [xlo, xhi, ylo, yhi] (1-d/2-d)"),
-        "resolution": Key("int", 400, "grid nodes per axis", None, 2),
-        "ais_temperatures": Key("int", 200, "AIS temperatures (more than 2-d)", None, 1),
-        "ais_chains": Key("int", 256, "AIS chains", None, 2),
+        "resolution": Key(
+            "int",
+            library_default(grid_log_partition, "resolution"),
+            "grid nodes per axis",
+            None,
+            2,
+        ),  # fmt: skip
+        "ais_temperatures": Key(
+            "int",
+            library_default(ais_log_partition, "num_temperatures"),
+            "AIS temperatures (more than 2-d)",
+            None,
+            1,
+        ),
+        "ais_chains": Key(
+            "int", library_default(ais_log_partition, "num_chains"), "AIS chains", None, 2
+        ),
         "mmd_points": Key("int", 2000, "points per side of the MMD", None, 2),
         "mmd_warmup_steps": Key(
-            "int", 300, "MALA warmup of the MMD's own draws (when there is no samples.pt)", None, 0
+            "int",
+            library_default(sample, "warmup_steps"),
+            "MALA warmup of the MMD's own draws (when there is no samples.pt; default: sample()'s)",
+            None,
+            0,
         ),
         "seed": Key("int", 0, "seed of AIS and the MMD subsample", None, 0),
     },

@@ -283,7 +283,8 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Log = print) -> dict[s
         fresh = sample(energy, 1, num_chains=n, kernel="mala", warmup_steps=warmup, init=init,
                        seed=e["seed"], keep=False, progress_bar=progress)  # fmt: skip
         draws = fresh.samples[:, -1]
-        result["mmd_source"] = f"a fresh MALA run ({n} chains, {warmup} warmup steps)"
+        steps = "sample()'s default" if warmup is None else str(warmup)
+        result["mmd_source"] = f"a fresh MALA run ({n} chains, {steps} warmup steps)"
     m = min(e["mmd_points"], draws.shape[0], test.shape[0])
     x = draws[torch.randperm(draws.shape[0], generator=g)[:m]].double()
     y = test[torch.randperm(test.shape[0], generator=g)[:m]].double()

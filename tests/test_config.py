@@ -101,3 +101,120 @@ def test_reading_errors(tmp_path):
         read_config(bad)
     with pytest.raises(ConfigError, match="is not valid TOML"):
         loads_config("[train\n")
+
+
+# ---- one source of defaults: the command line reads the library's ---------------------------
+
+
+def _library_defaults():
+    from pyro_ebm import fit
+    from pyro_ebm.energies import ConvEnergy, MLPEnergy
+    from pyro_ebm.evaluation import ais_log_partition, grid_log_partition
+    from pyro_ebm.infer import sample
+    from pyro_ebm.objectives import FCE, NCE, ContrastiveDivergence, ScoreMatching
+
+    cd = ContrastiveDivergence
+    return {
+        ("model", "channels"): (ConvEnergy, "channels"),
+        ("model", "activation"): (MLPEnergy, "activation"),
+        ("model", "spectral_norm"): (MLPEnergy, "spectral_norm"),
+        ("objective", "noise_scale"): (NCE.for_data, "noise_scale"),
+        ("objective", "sigma"): (ScoreMatching, "sigma"),
+        ("objective", "num_projections"): (ScoreMatching, "num_projections"),
+        ("objective", "cd_mode"): (cd, "mode"),
+        ("objective", "cd_steps"): (cd, "num_steps"),
+        ("objective", "cd_step_size"): (cd, "step_size"),
+        ("objective", "cd_alpha"): (cd, "alpha"),
+        ("objective", "cd_buffer_size"): (cd, "buffer_size"),
+        ("objective", "cd_reinit_prob"): (cd, "reinit_prob"),
+        ("objective", "flow_hidden"): (FCE.for_data, "hidden_features"),
+        ("objective", "flow_layers"): (FCE.for_data, "num_layers"),
+        ("objective", "flow_pretrain_steps"): (FCE.for_data, "pretrain_steps"),
+        ("train", "batch_size"): (fit, "batch_size"),
+        ("train", "lr"): (fit, "lr"),
+        ("train", "schedule"): (fit, "schedule"),
+        ("train", "lr_warmup"): (fit, "lr_warmup"),
+        ("train", "ema"): (fit, "ema"),
+        ("train", "grad_clip"): (fit, "grad_clip"),  # None in fit() is 0 (off) in a config
+        ("sample", "kernel"): (sample, "kernel"),
+        ("sample", "warmup_steps"): (sample, "warmup_steps"),
+        ("evaluate", "resolution"): (grid_log_partition, "resolution"),
+        ("evaluate", "ais_temperatures"): (ais_log_partition, "num_temperatures"),
+        ("evaluate", "ais_chains"): (ais_log_partition, "num_chains"),
+        ("evaluate", "mmd_warmup_steps"): (sample, "warmup_steps"),
+    }
+
+
+# keys with no library counterpart (what a run directory needs), or resolved from the data
+CLI_ONLY = {
+    ("data", k) for k in ("name", "n_train", "n_test", "test_fraction", "seed")
+} | {
+    ("model", "kind"), ("model", "hidden"), ("objective", "name"),
+    ("objective", "noise_ratio"), ("objective", "flow_kind"), ("train", "steps"),
+    ("train", "checkpoint_every"), ("train", "seed"), ("sample", "num_chains"),
+    ("sample", "num_samples"), ("sample", "init"), ("sample", "seed"),
+    ("evaluate", "bounds"), ("evaluate", "mmd_points"), ("evaluate", "seed"),
+}  # fmt: skip
+
+
+def test_every_key_is_either_the_librarys_or_the_command_lines():
+    keys = {(s, k) for s, section in SCHEMA.items() for k in section}
+    library = set(_library_defaults())
+    assert not library & CLI_ONLY
+    assert keys == library | CLI_ONLY, "classify a new key: library default or CLI-only"
+
+
+@pytest.mark.parametrize("where", sorted(_library_defaults()), ids="/".join)
+def test_schema_default_is_the_librarys(where):
+    import inspect
+
+    fn, name = _library_defaults()[where]
+    expected = inspect.signature(fn).parameters[name].default
+    if isinstance(expected, tuple):
+        expected = list(expected)
+    if where in (("train", "grad_clip"), ("train", "ema")) and expected is None:
+        expected = 0.0
+    section, key = where
+    assert SCHEMA[section][key].default == expected
+
+
+def test_choice_lists_are_the_librarys():
+    from pyro_ebm import infer, training
+    from pyro_ebm.energies import neural
+    from pyro_ebm.objectives import cd, fce
+
+    assert SCHEMA["model"]["activation"].choices == tuple(neural.ACTIVATIONS)
+    assert SCHEMA["sample"]["kernel"].choices == tuple(infer.KERNELS)
+    assert SCHEMA["objective"]["cd_mode"].choices == cd.MODES
+    assert SCHEMA["objective"]["flow_kind"].choices == fce.FLOW_KINDS
+    assert SCHEMA["train"]["schedule"].choices == training.SCHEDULES
+
+
+def test_default_run_builds_the_librarys_default_objectives():
+    """What ``pyro-ebm train --objective X`` builds equals what the library builds by default."""
+    import torch
+
+    from pyro_ebm.builders import build_objective, resolve_config
+    from pyro_ebm.objectives import FCE, NCE, ContrastiveDivergence, ScoreMatching, make_flow
+
+    train = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+
+    def built(name):
+        config = merge_config(default_config(), {"data": {"name": "moons"},
+                                                 "objective": {"name": name}})  # fmt: skip
+        return build_objective(resolve_config(config, train), train)
+
+    cd, ref = built("cd"), ContrastiveDivergence()
+    assert (cd.mode, cd.sampler, cd.num_steps, cd.alpha, cd.grad_clip) == (
+        ref.mode, ref.sampler, ref.num_steps, ref.alpha, ref.grad_clip
+    )  # fmt: skip
+    assert float(cd.log_step_size) == float(ref.log_step_size)
+    assert (cd.buffer.size, cd.buffer.reinit_prob) == (ref.buffer.size, ref.buffer.reinit_prob)
+    assert torch.equal(built("sm-denoising").sigmas, ScoreMatching("denoising").sigmas)
+    nce, ref_nce = built("nce"), NCE.for_data(train)
+    assert nce.noise_ratio == ref_nce.noise_ratio
+    assert torch.allclose(nce.noise.covariance_matrix, ref_nce.noise.covariance_matrix)
+    fce, flow = built("fce"), make_flow(2)
+    assert fce.noise_ratio == FCE.for_data(train).noise_ratio
+    assert type(fce.flow) is type(flow)
+    assert [p.shape for p in fce.flow.parameters()] == [p.shape for p in flow.parameters()]

@@ -44,26 +44,50 @@ def mixture_data():
 
 
 OBJECTIVES = {
-    "pcd": lambda d: ContrastiveDivergence(num_steps=10, step_size=0.02, buffer_size=2000),
+    "pcd": lambda d: ContrastiveDivergence(
+        num_steps=10, step_size=0.02, alpha=0.01, buffer_size=2000
+    ),
     "sm-exact": lambda d: ScoreMatching("exact"),
     "sm-sliced": lambda d: ScoreMatching("sliced", num_projections=4),
-    "sm-denoising": lambda d: ScoreMatching("denoising", sigma=0.1),
+    "sm-denoising": lambda d: ScoreMatching("denoising", sigma=0.3),
     "nce": lambda d: NCE(fit_gaussian_noise(d, 1.3), noise_ratio=2.0),
     "fce": lambda d: FCE(make_flow(2, "realnvp", hidden_features=16, num_layers=2)),
 }
 
 
+@pytest.fixture(scope="module")
+def tempered_kl(mixture_data):
+    """KL to the truth of p^(1/2) (normalized): the mixture's modes, at the wrong sharpness.
+
+    Measured: 0.18 nats, against 0.46 for the moment-matched single Gaussian.
+    """
+    return kl_to_mixture(lambda x: 0.5 * TRUTH(x), mixture_data[1])
+
+
+def test_tempered_and_gaussian_references_are_what_the_thresholds_assume(mixture_data):
+    train, test = mixture_data
+    gauss = torch.distributions.MultivariateNormal(
+        train.double().mean(0), torch.cov(train.T.double())
+    )
+    kl_gauss = kl_to_mixture(lambda x: -gauss.log_prob(x.double()), test)
+    kl_half = kl_to_mixture(lambda x: 0.5 * TRUTH(x), test)
+    assert 0.1 < kl_half < kl_gauss  # a single Gaussian is farther than p^(1/2)
+
+
 @pytest.mark.parametrize("name", list(OBJECTIVES))
-def test_short_fit_reduces_kl_to_the_truth(name, mixture_data):
+def test_short_fit_gets_closer_than_a_tempered_truth(name, mixture_data, tempered_kl):
+    """400 steps reach less than half the KL of p^(1/2): a model with the right modes at the
+    wrong sharpness (or a single Gaussian) fails; the worst objective measured 0.067 (PCD)
+    against the threshold 0.09."""
     train, test = mixture_data
     torch.manual_seed(0)
     energy = MLPEnergy(2, hidden=(32, 32))
     before = kl_to_mixture(energy, test)
-    history = fit(energy, train, OBJECTIVES[name](train), steps=300, batch_size=128, lr=3e-3,
+    history = fit(energy, train, OBJECTIVES[name](train), steps=400, batch_size=128, lr=1e-2,
                   seed=0, progress_bar=False)  # fmt: skip
     after = kl_to_mixture(energy, test)
-    assert len(history.loss) == 300 and not history.skipped
-    assert after < 0.5 * before and after < 0.5, (before, after)
+    assert len(history.loss) == 400 and not history.skipped and not history.warnings
+    assert after < 0.5 * tempered_kl < before, (before, after, tempered_kl)
 
 
 def test_nce_learns_log_z(mixture_data):
@@ -80,6 +104,40 @@ def test_nce_learns_log_z(mixture_data):
     dist = EnergyDistribution(energy, event_shape=(2,))
     assert dist.is_normalized
     assert float(dist.log_Z) == pytest.approx(history.log_Z)
+
+
+class ScaledGaussian(nn.Module):
+    """E(x) = 1/2 sum_i exp(s_i) (x_i - m_i)^2: no additive constant, so its log Z is fixed by
+    the shape, log Z = sum_i 1/2 log(2 pi exp(-s_i))."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.m = nn.Parameter(torch.zeros(dim, dtype=torch.float64))
+        self.s = nn.Parameter(torch.zeros(dim, dtype=torch.float64))
+
+    def forward(self, x):
+        return 0.5 * (self.s.exp() * (x - self.m).square()).sum(-1)
+
+    def log_partition(self) -> float:
+        return float(0.5 * (math.log(2 * math.pi) - self.s.detach()).sum())
+
+
+def test_nce_learns_a_log_z_far_from_zero():
+    """Data N(1, 5^2 I) in 3-d: log Z = 3/2 log(2 pi 25) = 7.58, reached from init 0."""
+    dim, scale = 3, 5.0
+    data = 1.0 + scale * torch.randn(8000, dim, dtype=torch.float64,
+                                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    truth = 0.5 * dim * math.log(2 * math.pi * scale**2)
+    energy = ScaledGaussian(dim)
+    objective = NCE(fit_gaussian_noise(data, 1.5), noise_ratio=4.0).double()
+    history = fit(energy, data, objective, steps=800, batch_size=256, lr=0.05, seed=0, ema=None,
+                  progress_bar=False)  # fmt: skip
+    assert abs(history.log_Z - energy.log_partition()) < 0.1, (
+        history.log_Z,
+        energy.log_partition(),
+    )
+    assert abs(history.log_Z - truth) < 0.2, (history.log_Z, truth)
+    assert history.metrics["log_Z"][0] < 0.1  # it started at 0 and travelled ~7.6 nats
 
 
 class NaNAfter(nn.Module):
@@ -243,3 +301,36 @@ def test_fit_without_a_seed_takes_one_draw_and_does_not_reseed_the_global_genera
     torch.manual_seed(7)
     torch.randint(0, 2**62, (1,))  # fit's one draw for its own generators
     assert torch.equal(after_fit, torch.rand(3))
+
+
+def test_learned_log_z_is_in_the_state_dict(tmp_path, mixture_data):
+    """torch.save(energy.state_dict()) keeps NCE's log Z; a fresh MLPEnergy loads it strictly."""
+    train, _ = mixture_data
+    energy = MLPEnergy(2, hidden=(8,))
+    history = fit(energy, train, NCE(fit_gaussian_noise(train, 1.3)), steps=20, batch_size=64,
+                  seed=0, progress_bar=False)  # fmt: skip
+    torch.save(energy.state_dict(), tmp_path / "energy.pt")
+    fresh = MLPEnergy(2, hidden=(8,))
+    fresh.load_state_dict(torch.load(tmp_path / "energy.pt"))
+    assert float(fresh.log_Z) == pytest.approx(history.log_Z)
+    assert float(EnergyDistribution(fresh, event_shape=(2,)).log_Z) == pytest.approx(history.log_Z)
+    # retraining with an objective that learns no log Z clears the stale one
+    fit(energy, train, ScoreMatching("sliced"), steps=2, batch_size=64, seed=0,
+        progress_bar=False)  # fmt: skip
+    assert energy.log_Z is None
+    assert not EnergyDistribution(energy, event_shape=(2,)).is_normalized
+
+
+def test_learned_log_z_of_a_plain_module_is_a_buffer(mixture_data):
+    train, _ = mixture_data
+    energy = nn.Sequential(nn.Linear(2, 8), nn.SiLU(), nn.Linear(8, 1), nn.Flatten(0))
+    history = fit(energy, train, NCE(fit_gaussian_noise(train, 1.3)), steps=5, batch_size=64,
+                  seed=0, progress_bar=False)  # fmt: skip
+    assert float(energy.state_dict()["log_Z"]) == pytest.approx(history.log_Z)
+    # a second run updates it in place
+    fit(energy, train, NCE(fit_gaussian_noise(train, 1.3)), steps=5, batch_size=64, seed=1,
+        progress_bar=False)  # fmt: skip
+    assert "log_Z" in dict(energy.named_buffers())
+    fit(energy, train, ScoreMatching("sliced"), steps=2, batch_size=64, seed=0,
+        progress_bar=False)  # fmt: skip
+    assert "log_Z" not in energy.state_dict()

@@ -13,6 +13,7 @@ torch.Size([7])
 torch.Size([2])
 """
 
+from ._log_z import LearnedLogZ
 from .analytic import AnalyticEnergy, GaussianEnergy, GaussianMixtureEnergy
 from .geometry import BananaEnergy, DoubleWellEnergy, FunnelEnergy
 from .neural import ConvEnergy, MLPEnergy
@@ -25,5 +26,6 @@ __all__ = [
     "FunnelEnergy",
     "GaussianEnergy",
     "GaussianMixtureEnergy",
+    "LearnedLogZ",
     "MLPEnergy",
 ]

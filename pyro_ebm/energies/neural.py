@@ -10,6 +10,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from .._validation import check_choice, check_int, check_int_sequence
 from ._checks import check_event_shape
+from ._log_z import LearnedLogZ
 
 __all__ = ["ACTIVATIONS", "ConvEnergy", "MLPEnergy"]
 
@@ -35,7 +36,7 @@ def _check_bool(value: object, name: str) -> bool:
     return value
 
 
-class MLPEnergy(nn.Module):
+class MLPEnergy(LearnedLogZ):
     r"""A multilayer perceptron mapping a vector in :math:`\mathbb{R}^d` to a scalar energy.
 
     .. math::
@@ -63,7 +64,8 @@ class MLPEnergy(nn.Module):
     Notes
     -----
     Any number of leading batch dimensions is accepted, including none: an input of shape
-    ``batch_shape + (dim,)`` gives an output of shape ``batch_shape``.
+    ``batch_shape + (dim,)`` gives an output of shape ``batch_shape``. A log normalizer learned
+    by :func:`pyro_ebm.fit` (NCE, FCE) is kept in the ``state_dict`` (:class:`LearnedLogZ`).
 
     References
     ----------
@@ -91,6 +93,7 @@ class MLPEnergy(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
+        self._init_learned_log_Z()
         self.dim = check_int("dim", dim, 1)
         self.hidden = check_int_sequence("hidden", hidden)
         make_activation = _activation_factory(activation)
@@ -128,7 +131,7 @@ class MLPEnergy(nn.Module):
         )
 
 
-class ConvEnergy(nn.Module):
+class ConvEnergy(LearnedLogZ):
     r"""A small convolutional energy for single-channel 8x8 images (event shape ``(1, 8, 8)``).
 
     The first 3x3 convolution keeps the 8x8 resolution; each further 3x3 convolution has
@@ -162,6 +165,7 @@ class ConvEnergy(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (32, 64), activation: str = "silu") -> None:
         super().__init__()
+        self._init_learned_log_Z()
         self.channels = check_int_sequence("channels", channels)
         make_activation = _activation_factory(activation)
         self.activation = activation

@@ -10,13 +10,53 @@ buffers (a replay buffer) are saved in checkpoints with it. :func:`pyro_ebm.fit`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LossOutput", "Objective"]
+__all__ = ["DIAGNOSIS_WINDOW", "LossOutput", "Objective", "log_z_runaway"]
+
+DIAGNOSIS_WINDOW = 200
+"""Steps over which :meth:`Objective.diagnose` averages a metric before judging it."""
+
+LOG_Z_WINDOW = 1000
+"""Steps over which :func:`log_z_runaway` measures the drift of a learned log Z."""
+
+
+def _recent_mean(values: Sequence[float], n: int = DIAGNOSIS_WINDOW) -> float | None:
+    """Mean of the last ``n`` values, or ``None`` while fewer than ``n`` were recorded."""
+    if len(values) < n:
+        return None
+    tail = values[-n:]
+    return math.fsum(tail) / n
+
+
+def log_z_runaway(log_z: Sequence[float], lr: Sequence[float]) -> str | None:
+    """A message when the learned log Z runs away, else ``None``.
+
+    Adam moves a parameter by at most about ``lr`` per step, so over the last
+    :data:`LOG_Z_WINDOW` steps :math:`|\\Delta c| \\le \\sum_t \\mathrm{lr}_t`. A log Z that
+    still moves at half that top speed, by more than a nat, once the first
+    ``2 * LOG_Z_WINDOW`` steps are over is not converging: the estimate chases a model whose
+    normalization the classifier no longer pins down (noise or a flow that stopped covering
+    the model's mass). A log Z that is not finite is reported too.
+    """
+    if log_z and not math.isfinite(log_z[-1]):
+        return f"the learned log Z is {log_z[-1]}: training diverged"
+    n = LOG_Z_WINDOW
+    if len(log_z) < 2 * n or len(lr) < n:
+        return None
+    drift = log_z[-1] - log_z[-n]
+    top = math.fsum(lr[-n:])
+    if abs(drift) > max(1.0, 0.5 * top):
+        return (
+            f"the learned log Z moved {drift:+.2f} nats over the last {n} steps, at "
+            f"{abs(drift) / top:.0%} of the optimizer's top speed: log Z is running away"
+        )
+    return None
 
 
 @dataclass
@@ -59,6 +99,17 @@ class Objective(nn.Module):
     ) -> LossOutput | None:
         """Loss minimized by the adversary; ``None`` when it skips this step."""
         return None
+
+    def diagnose(
+        self, metrics: Mapping[str, Sequence[float]], lr: Sequence[float]
+    ) -> dict[str, str]:
+        """Signs of a failing run in the per-step record so far: ``{kind: message}``.
+
+        :func:`pyro_ebm.fit` calls it every few steps with ``History.metrics`` and
+        ``History.lr``; each kind found is recorded once in ``History.warnings`` and shown in
+        the progress bar. The default finds nothing.
+        """
+        return {}
 
     def setup(self, data: Tensor) -> None:
         """Called once by ``fit`` with a data sample before training (e.g. buffer bounds)."""

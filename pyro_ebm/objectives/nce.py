@@ -14,6 +14,7 @@ At the optimum :math:`p_\\theta = p`, so :math:`c` converges to the true log nor
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +23,15 @@ from torch.distributions import Distribution, MultivariateNormal, TransformedDis
 from torch.distributions.transforms import ReshapeTransform
 
 from .._validation import check_positive_float
-from .base import LossOutput, Objective
+from .base import LossOutput, Objective, log_z_runaway
 
 __all__ = ["NCE", "fit_gaussian_noise", "nce_loss"]
+
+
+def _check_data(data: object) -> None:
+    if not torch.is_tensor(data) or data.dim() < 2 or data.shape[0] < 2:
+        got = tuple(data.shape) if torch.is_tensor(data) else type(data).__name__
+        raise ValueError(f"data must be a tensor of shape (n >= 2, *event_shape); got {got}")
 
 
 def fit_gaussian_noise(data: Tensor, scale: float = 1.0) -> Distribution:
@@ -95,12 +102,39 @@ class NCE(Objective):
         self.noise_ratio = float(noise_ratio)
         self.log_Z_param = nn.Parameter(torch.tensor(float(init_log_Z)))
 
+    @classmethod
+    def for_data(cls, data: Tensor, *, noise_scale: float = 1.25, noise_ratio: float = 4.0) -> NCE:
+        """NCE against :func:`fit_gaussian_noise` of ``data`` widened by ``noise_scale``.
+
+        A Gaussian a little wider than the data covers its tails, and more noise samples per
+        data point lower the estimator's variance (Gutmann & Hyvarinen 2012, section 2.4).
+        The defaults are the recipe of the training benchmark (``bench/training.py``: KL
+        0.005-0.075 on ``8gaussians``, ``checkerboard`` and ``rings``); the command line
+        takes its NCE defaults from this signature.
+
+        Examples
+        --------
+        >>> nce = NCE.for_data(torch.randn(100, 2))
+        >>> nce.noise_ratio
+        4.0
+        """
+        _check_data(data)
+        noise_scale = check_positive_float("noise_scale", noise_scale)
+        return cls(fit_gaussian_noise(data, noise_scale), noise_ratio=noise_ratio)
+
     @property
     def log_Z(self) -> Tensor:
         return self.log_Z_param
 
     def _num_noise(self, n: int) -> int:
         return max(1, round(self.noise_ratio * n))
+
+    def diagnose(
+        self, metrics: Mapping[str, Sequence[float]], lr: Sequence[float]
+    ) -> dict[str, str]:
+        """A learned log Z that runs away (:func:`~pyro_ebm.objectives.base.log_z_runaway`)."""
+        message = log_z_runaway(metrics.get("log_Z", []), lr)
+        return {} if message is None else {"log_Z": message}
 
     def _noise_samples(self, n: int, data: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():

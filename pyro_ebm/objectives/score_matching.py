@@ -88,7 +88,12 @@ class ScoreMatching(Objective):
         :math:`\\tfrac12(v^\\top\\nabla E)^2` (sliced; valid for projections with identity
         covariance).
     sigma:
-        Noise scale, or a sequence of scales drawn uniformly per sample (denoising).
+        Noise scale, or a sequence of scales drawn uniformly per sample (denoising). The
+        model fits the data blurred by :math:`N(0, \\sigma^2 I)`, so a smaller scale costs
+        less bias, but the :math:`\\sigma^2`-weighted loss then learns far slower. Measured
+        (10,000 steps, ``fit``'s defaults, ``MLPEnergy(2, (128, 128))``): the default 0.1
+        gives KL 0.021 on ``8gaussians`` and 0.157 on ``checkerboard``, against 0.093 and
+        0.399 for 0.05.
 
     Examples
     --------

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..energies._log_z import is_log_z_key
+
 __all__ = [
     "CHECKPOINT_NAME",
     "FORMAT",
@@ -26,7 +28,9 @@ def fingerprint(energy: nn.Module, objective: nn.Module) -> dict:
     return {
         "energy": type(energy).__name__,
         "objective": type(objective).__name__,
-        "energy_shapes": {k: list(v.shape) for k, v in energy.state_dict().items()},
+        "energy_shapes": {
+            k: list(v.shape) for k, v in energy.state_dict().items() if not is_log_z_key(k)
+        },
     }
 
 

@@ -14,10 +14,15 @@ __all__ = ["History"]
 class History:
     """Per-step training record (plain lists; :meth:`save`/:meth:`load` as JSON).
 
-    ``metrics`` holds the objective's figures (``energy_pos``, ``energy_neg``, ``accuracy``,
-    ``acceptance_rate``, ``log_Z``, ...) per step; ``skipped`` lists steps whose loss or gradient
-    was not finite (no update made). ``log_Z`` is the final learned log normalizer (EMA value)
-    when the objective learns one.
+    ``metrics`` holds the objective's figures per step: ``energy_pos`` and ``energy_neg``
+    (mean energies of data and negatives), for NCE/FCE the classifier's ``accuracy`` and the
+    learned ``log_Z``, for FCE the flow's NLL on the data batch ``flow_nll``, for CD the lowest
+    negative energy ``energy_neg_min`` and the negatives' ``acceptance_rate``. ``skipped`` lists
+    steps whose loss or gradient was not finite (no update made). ``warnings`` records each
+    sign of failure the objective's ``diagnose`` found (FCE accuracy stuck at 1, the flow's NLL
+    exploding, log Z running away, CD negatives overshooting or a well forming) once, as
+    ``{"step", "kind", "message"}``; the progress bar shows their kinds. ``log_Z`` is the
+    final learned log normalizer (EMA value) when the objective learns one.
     """
 
     step: list[int] = field(default_factory=list)
@@ -27,6 +32,7 @@ class History:
     wall_time: list[float] = field(default_factory=list)
     metrics: dict[str, list[float]] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
     log_Z: float | None = None
 
     @property

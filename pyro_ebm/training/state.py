@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
+from ..energies._log_z import is_log_z_key
+
 __all__ = ["EMA", "LoaderBatches", "LogZHolder", "TensorBatches", "as_tensor_batch", "first_sample"]
 
 
@@ -128,7 +130,9 @@ class EMA:
 
 def _tensors(module: nn.Module):
     yield from module.named_parameters()
-    yield from ((n, b) for n, b in module.named_buffers() if b.is_floating_point())
+    for name, buffer in module.named_buffers():  # a stored log Z is averaged via LogZHolder
+        if buffer.is_floating_point() and not is_log_z_key(name):
+            yield name, buffer
 
 
 class LogZHolder(nn.Module):

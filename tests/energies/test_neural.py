@@ -135,3 +135,39 @@ def test_wrong_event_shape_raises(
 ) -> None:
     with pytest.raises(ValueError, match="event shape"):
         model()(torch.zeros(bad_shape))
+
+
+@pytest.mark.parametrize("make", [lambda: MLPEnergy(2, hidden=(4,)), lambda: ConvEnergy((2,))])
+def test_learned_log_z_round_trips_through_the_state_dict(make) -> None:
+    energy = make()
+    assert energy.log_Z is None and "learned_log_Z" in energy.state_dict()
+    unknown = {k: v for k, v in energy.state_dict().items() if k.startswith("learned_log_Z")}
+    assert all(torch.equal(v, make().state_dict()[k]) for k, v in unknown.items())  # no NaN
+    energy.log_Z = torch.tensor(-3.25)
+    fresh = make()
+    fresh.load_state_dict(energy.state_dict())  # strict: the keys of both match
+    assert float(fresh.log_Z) == -3.25
+    fresh.double()
+    assert fresh.log_Z.dtype == torch.float64  # a buffer follows the module's dtype
+    fresh.log_Z = None
+    assert fresh.log_Z is None
+
+
+def test_state_dict_from_before_the_buffer_loads_as_unknown() -> None:
+    energy = MLPEnergy(2, hidden=(4,))
+    energy.log_Z = 1.0
+    old = {k: v for k, v in energy.state_dict().items() if not k.startswith("learned_log_Z")}
+    fresh = MLPEnergy(2, hidden=(4,))
+    fresh.log_Z = 2.0
+    fresh.load_state_dict(old)
+    assert fresh.log_Z is None
+    assert torch.equal(fresh.net[0].weight, energy.net[0].weight)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [(torch.zeros(2), "scalar"), ("1", "float"), (True, "float"), (float("nan"), "finite")],
+)
+def test_bad_log_z_raises(value, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        MLPEnergy(2, hidden=(4,)).log_Z = value

@@ -95,21 +95,69 @@ def test_denoising_matches_its_closed_form_expectation(setting):
     assert abs(float(z)) < 4.5
 
 
-def test_cd_loss_and_gradient_with_given_negatives(setting, monkeypatch):
+@pytest.mark.parametrize("mode", ["persistent", "short_run", "data"])
+def test_cd_loss_and_gradient_from_its_own_negatives(setting, mode):
+    """The loss is the surrogate on the negatives CD's own sampler drew (same generator)."""
     energy, x = setting
-    negatives = torch.randn(400, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
-    cd = ContrastiveDivergence(alpha=0.1)
-    monkeypatch.setattr(cd, "negatives", lambda *a, **k: (negatives, torch.tensor(1.0)))
-    out = cd(energy, x)
+    make = lambda: ContrastiveDivergence(mode, num_steps=3, alpha=0.1, buffer_size=256)  # noqa: E731
+    cd, twin = make().double(), make().double()
+    cd.setup(x, torch.Generator().manual_seed(0))
+    twin.setup(x, torch.Generator().manual_seed(0))
+    out = cd(energy, x, torch.Generator().manual_seed(4))
+    negatives, accept = twin.negatives(energy, x, torch.Generator().manual_seed(4))
+    assert negatives.shape == x.shape and not negatives.requires_grad
     e_pos, e_neg = energy(x), energy(negatives)
     expected = e_pos.mean() - e_neg.mean() + 0.1 * (e_pos.square().mean() + e_neg.square().mean())
     torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.metrics["acceptance_rate"], accept)
+    if mode == "persistent":  # both wrote the same chains back
+        torch.testing.assert_close(cd.buffer.samples, twin.buffer.samples)
     cd.alpha = 0.0
-    (g_mu,) = torch.autograd.grad(cd(energy, x).loss, energy.mu)
+    twin.setup(x, torch.Generator().manual_seed(0))
+    cd.setup(x, torch.Generator().manual_seed(0))
+    (g_mu,) = torch.autograd.grad(cd(energy, x, torch.Generator().manual_seed(5)).loss, energy.mu)
+    negatives, _ = twin.negatives(energy, x, torch.Generator().manual_seed(5))
     lam, mu = energy.log_lam.exp().detach(), energy.mu.detach()
     # dE/dmu = -lam (x - mu): the ML gradient E_data[dE] - E_model[dE]
     expected_grad = -(lam * (x - mu)).mean(0) + (lam * (negatives - mu)).mean(0)
     torch.testing.assert_close(g_mu, expected_grad)
+
+
+@pytest.mark.parametrize("sampler", ["ula", "mala"])
+def test_cd_negatives_sample_the_energy(sampler):
+    """Long short-run chains from the noise box reach the energy's Gaussian: z-tests on the
+    mean, and the variance within 5% (3 standard errors; ULA's bias at this step is 0.5%)."""
+    energy = DiagGaussian(2)
+    lam, mu = energy.log_lam.exp().detach(), energy.mu.detach()
+    data = mu + torch.randn(512, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    cd = ContrastiveDivergence("short_run", sampler=sampler, num_steps=1000, step_size=0.01,
+                               num_negatives=8000).double()  # fmt: skip
+    cd.setup(data, torch.Generator().manual_seed(1))
+    negatives, _ = cd.negatives(energy, data, torch.Generator().manual_seed(2))
+    sd = lam.rsqrt()
+    z = (negatives.mean(0) - mu) / (sd / math.sqrt(negatives.shape[0]))
+    assert z.abs().max() < 4.5, z
+    torch.testing.assert_close(negatives.var(0), 1 / lam, rtol=0.05, atol=0)
+
+
+def test_cd_mala_step_size_moves_towards_the_target_acceptance():
+    """One multiplicative update per call, log eps += 0.1 (acceptance - 0.574); ULA's stays."""
+    energy = DiagGaussian(2)
+    noise = torch.randn(256, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    data = energy.mu.detach() + 0.1 * noise
+    for start, direction in ((5.0, -1), (1e-4, 1)):
+        cd = ContrastiveDivergence("data", sampler="mala", num_steps=5, step_size=start).double()
+        before = float(cd.log_step_size)
+        out = cd(energy, data, torch.Generator().manual_seed(1))
+        accept = float(out.metrics["acceptance_rate"])
+        assert float(cd.log_step_size) == pytest.approx(before + 0.1 * (accept - 0.574))
+        assert direction * (float(cd.log_step_size) - before) > 0
+        for seed in range(300):  # the update drives the acceptance to the target
+            out = cd(energy, data, torch.Generator().manual_seed(2 + seed))
+        assert abs(float(out.metrics["acceptance_rate"]) - 0.574) < 0.15
+    ula = ContrastiveDivergence("data", num_steps=5, step_size=0.3).double()
+    ula(energy, data, torch.Generator().manual_seed(1))
+    assert float(ula.log_step_size) == pytest.approx(math.log(0.3))
 
 
 def test_nce_loss_and_log_z_gradient(setting):
@@ -174,6 +222,64 @@ def test_every_parameter_receives_a_gradient(make):
             p.grad = None
         objective.adversary_loss(energy, data).loss.backward()
         assert _grads_ok(objective.adversary_parameters())
+
+
+class FlowAsNoise:
+    """An nflows flow with the torch.distributions face NCE takes as its noise."""
+
+    def __init__(self, flow):
+        self.flow = flow
+
+    def sample(self, shape):
+        return self.flow.sample(shape[0])
+
+    def log_prob(self, x):
+        return self.flow.log_prob(x)
+
+
+def _fce_setting():
+    torch.manual_seed(0)
+    data = torch.randn(256, 2, generator=torch.Generator().manual_seed(1)) * 1.5 + 0.5
+    energy = MLPEnergy(2, hidden=(16,))
+    fce = FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2), init_log_Z=0.3)
+    fce.last_accuracy.fill_(1.0)  # the flow's turn
+    return energy, data, fce
+
+
+def test_fce_flow_loss_is_minus_the_ebms_nce_value_on_the_same_samples():
+    energy, data, fce = _fce_setting()
+    nce = NCE(FlowAsNoise(fce.flow), noise_ratio=fce.noise_ratio, init_log_Z=0.3)
+    torch.manual_seed(7)  # nflows draws its base noise from the global generator
+    flow_loss = fce.adversary_loss(energy, data).loss
+    torch.manual_seed(7)
+    value = nce(energy, data).loss
+    torch.testing.assert_close(flow_loss, -value)
+    torch.manual_seed(7)  # the EBM's own FCE step sees the same value
+    torch.testing.assert_close(fce(energy, data).loss, value)
+
+
+def test_one_flow_step_raises_the_nce_loss():
+    """The flow minimizes -J: a small gradient step on it makes the classifier's job harder."""
+    energy, data, fce = _fce_setting()
+
+    def nce_value():  # common random numbers: the same base noise before and after
+        torch.manual_seed(11)
+        with torch.no_grad():
+            return float(fce(energy, data).loss)
+
+    before = nce_value()
+    fce.last_accuracy.fill_(1.0)  # the flow's turn
+    torch.manual_seed(11)
+    loss = fce.adversary_loss(energy, data).loss
+    grads = torch.autograd.grad(loss, list(fce.flow.parameters()))
+    with torch.no_grad():
+        for p, g in zip(fce.flow.parameters(), grads, strict=True):
+            p -= 1e-3 * g
+    after = nce_value()
+    squared = sum(float(g.square().sum()) for g in grads)
+    assert after > before
+    # to first order the rise is lr * |grad|^2
+    assert after - before == pytest.approx(1e-3 * squared, rel=0.2)
 
 
 def test_fce_balancing_rule_skips_the_flow_when_the_ebm_is_confused():
