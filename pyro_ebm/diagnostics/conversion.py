@@ -21,6 +21,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from .._traces import plate_depth
 from . import _compat
 from ._compat import az
 from .recorder import RECORDED_STATS_KEY, StatsRecorder
@@ -481,19 +482,6 @@ def _observed_and_log_likelihood(
     return observed, log_lik, shapes
 
 
-def _batch_dims(trace) -> int:
-    """How many batch dims the model uses (plates and implicit broadcasting alike)."""
-    dims = 0
-    for site in trace.nodes.values():
-        if site["type"] != "sample":
-            continue
-        dims = max(dims, len(getattr(site["fn"], "batch_shape", ())))
-        for frame in site["cond_indep_stack"]:
-            if frame.vectorized and frame.dim is not None:
-                dims = max(dims, -frame.dim)
-    return dims
-
-
 def _vectorized_log_likelihood(
     model: Callable,
     args: tuple,
@@ -505,7 +493,7 @@ def _vectorized_log_likelihood(
     """All draws in one trace, under a plate over draws at dim ``-(batch dims + 1)``."""
     num_chains, num_draws = next(iter(samples.values())).shape[:2]
     n = num_chains * num_draws
-    k = _batch_dims(trace)
+    k = plate_depth(trace)  # plates and implicit broadcasting alike
     values = {}
     for name, value in samples.items():
         batch = len(trace.nodes[name]["fn"].batch_shape)

@@ -34,6 +34,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from .._traces import plate_depth
+
 __all__ = ["CHAIN_PLATE", "LatentSite", "ModelPotential"]
 
 #: Name of the outer plate over chains (never a site name of a user's model).
@@ -88,19 +90,6 @@ def _shape_probe(site: dict) -> Tensor:
         shape = transform.inverse_shape(fn.shape())
         return transform(torch.zeros(shape, dtype=dtype, device=device))
     return fn.sample().detach()
-
-
-def _plate_depth(trace) -> int:
-    """Max plate nesting of a trace: the deepest plate or distribution batch dimension."""
-    nesting = 0
-    for site in trace.nodes.values():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        nesting = max(nesting, len(site["fn"].batch_shape))
-        for frame in site["cond_indep_stack"]:
-            if frame.vectorized and frame.dim is not None:
-                nesting = max(nesting, -frame.dim)
-    return nesting
 
 
 def _dims_of(site: dict) -> tuple[str | None, ...]:
@@ -189,7 +178,7 @@ class ModelPotential:
             trace = poutine.trace(InitMessenger(_shape_probe)(model)).get_trace(
                 *self.args, **self.kwargs
             )
-        nesting = _plate_depth(trace)
+        nesting = plate_depth(trace)
         self.max_plate_nesting = nesting if max_plate_nesting is None else int(max_plate_nesting)
         if self.max_plate_nesting < nesting:
             raise ValueError(
