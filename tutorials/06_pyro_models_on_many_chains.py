@@ -70,11 +70,22 @@ def min_ess_per_second(mcmc, seconds: float) -> tuple[float, float]:
     return ess, ess / seconds
 
 
-def timed(make, *args):
-    start = time.perf_counter()
-    mcmc = make()
-    mcmc.run(*args)
-    return mcmc, time.perf_counter() - start
+def both(model, kernel, *args) -> dict:
+    """The model run with Pyro's NUTS (one chain) and with VectorizedMCMC(kernel): {name: (mcmc,
+    seconds)}."""
+    runs = {
+        "Pyro NUTS (1 chain)": MCMC(NUTS(model), num_samples=NUTS_SAMPLES,
+                                    warmup_steps=NUTS_WARMUP, disable_progbar=True),
+        f"VectorizedMCMC({kernel.__name__})": VectorizedMCMC(
+            kernel(model), num_samples=SAMPLES, warmup_steps=WARMUP, num_chains=CHAINS,
+            disable_progbar=True),
+    }  # fmt: skip
+    out = {}
+    for name, mcmc in runs.items():
+        start = time.perf_counter()
+        mcmc.run(*args)
+        out[name] = (mcmc, time.perf_counter() - start)
+    return out
 
 
 # %% [markdown]
@@ -97,27 +108,8 @@ def eight_schools(y, sigma):
         pyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
 
-nuts, t_nuts = timed(
-    lambda: MCMC(
-        NUTS(eight_schools),
-        num_samples=NUTS_SAMPLES,
-        warmup_steps=NUTS_WARMUP,
-        disable_progbar=True,
-    ),  # fmt: skip
-    y,
-    sigma,
-)
-vec, t_vec = timed(
-    lambda: VectorizedMCMC(
-        HMC(eight_schools),
-        num_samples=SAMPLES,
-        warmup_steps=WARMUP,
-        num_chains=CHAINS,
-        disable_progbar=True,
-    ),  # fmt: skip
-    y,
-    sigma,
-)
+runs = both(eight_schools, HMC, y, sigma)
+vec = runs["VectorizedMCMC(HMC)"][0]
 print(f"VectorizedMCMC evaluated the model: {vec.mode}")
 
 
@@ -135,8 +127,7 @@ def side_by_side(runs: dict, sites: list[str]) -> None:
         print(f"{name}: {seconds:.1f} s, min ESS {ess:.0f}, min ESS/s {rate:.1f}")
 
 
-side_by_side({"Pyro NUTS (1 chain)": (nuts, t_nuts), "VectorizedMCMC(HMC)": (vec, t_vec)},
-             ["mu", "tau", "theta_trans"])  # fmt: skip
+side_by_side(runs, ["mu", "tau", "theta_trans"])
 
 # %% [markdown]
 # The posterior means and sds agree within Monte Carlo error (posteriordb's reference: $\mu$
@@ -182,27 +173,7 @@ def inverse_problem(y):
     pyro.sample("y", dist.Normal(x @ A.T, noise.unsqueeze(-1)).to_event(1), obs=y)
 
 
-nuts2, t_nuts2 = timed(
-    lambda: MCMC(
-        NUTS(inverse_problem),
-        num_samples=NUTS_SAMPLES,
-        warmup_steps=NUTS_WARMUP,
-        disable_progbar=True,
-    ),  # fmt: skip
-    y_obs,
-)
-vec2, t_vec2 = timed(
-    lambda: VectorizedMCMC(
-        MALA(inverse_problem),
-        num_samples=SAMPLES,
-        warmup_steps=WARMUP,
-        num_chains=CHAINS,
-        disable_progbar=True,
-    ),  # fmt: skip
-    y_obs,
-)
-side_by_side({"Pyro NUTS (1 chain)": (nuts2, t_nuts2), "VectorizedMCMC(MALA)": (vec2, t_vec2)},
-             ["x", "noise"])  # fmt: skip
+side_by_side(both(inverse_problem, MALA, y_obs), ["x", "noise"])
 
 # %% [markdown]
 # `bench/vectorized_models.py` runs both models at full size against exact references
