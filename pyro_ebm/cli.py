@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", parents=[common], allow_abbrev=False, help="score the trained energy of a run",
         description="log Z (quadrature in 1-d and 2-d, annealed importance sampling "
         "otherwise), test NLL on the held-out points, KL to the truth where the true density "
-        "is known (8gaussians, checkerboard), MMD between model draws and held-out data. "
+        "is known (every 2-d toy), MMD between model draws and held-out data. "
         "Writes evaluation.json and prints a table.",
     )  # fmt: skip
     ev.add_argument("--run", required=True, metavar="DIR", help="the run directory")

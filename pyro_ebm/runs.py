@@ -221,8 +221,8 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Log = print) -> dict[s
       with ``log_Z_stderr``); ``log_Z_learned`` is NCE's or FCE's own estimate.
     * ``test_nll`` (with ``test_nll_stderr``): mean :math:`E(x) + \\log Z` over the held-out
       points.
-    * ``kl = test_nll - oracle_nll`` where the data's true density is known (8gaussians,
-      checkerboard); ``None`` otherwise (rings and the other toys have no closed form).
+    * ``kl = test_nll - oracle_nll`` where the data's true density is known (every 2-d toy,
+      :data:`pyro_ebm.datasets.DENSITY_NAMES`); ``None`` otherwise (``digits``).
     * ``mmd``: squared MMD between ``mmd_points`` model draws (from ``samples.pt``, or a fresh
       MALA run) and as many held-out points.
     """

@@ -50,7 +50,7 @@ __all__ = [
 TOY_NAMES: tuple[str, ...] = _names.TOY_NAMES
 #: Every name that :func:`load` accepts.
 NAMES: tuple[str, ...] = _names.NAMES
-#: Names whose true density is known in closed form (:func:`true_log_prob`, :func:`oracle_nll`).
+#: Names whose true density is known (:func:`true_log_prob`, :func:`oracle_nll`): every 2-d toy.
 DENSITY_NAMES: tuple[str, ...] = _names.DENSITY_NAMES
 
 _NUM_DIGITS_ROWS = 1797

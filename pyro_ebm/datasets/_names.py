@@ -23,7 +23,8 @@ TOY_NAMES: tuple[str, ...] = (
 NAMES: tuple[str, ...] = (*TOY_NAMES, "digits")
 """Every name that :func:`load` accepts."""
 
-DENSITY_NAMES: tuple[str, ...] = ("8gaussians", "checkerboard")
+DENSITY_NAMES: tuple[str, ...] = TOY_NAMES
+"""Names whose exact density and entropy are known (every 2-d toy)."""
 
 
 def _check_name(name: str, allowed: tuple[str, ...] = NAMES) -> str:

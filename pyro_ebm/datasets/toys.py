@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from ._names import DENSITY_NAMES, _check_name
+from .densities import CURVE_NAMES, curve_log_prob
 
 __all__ = ["oracle_nll", "true_log_prob"]
 
@@ -143,18 +144,21 @@ def _checkerboard_in_support(x: torch.Tensor) -> torch.Tensor:
 
 
 def true_log_prob(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Exact log density of a toy data set, for the names in :data:`DENSITY_NAMES`.
+    """Exact log density of a toy data set, for the names in :data:`DENSITY_NAMES` (every toy).
 
     ``"8gaussians"`` is the equal-weight mixture of 8 isotropic Gaussians with standard
     deviation ``0.5 / 1.414`` centred at ``4 / 1.414`` times the 8 unit vectors at multiples of
     45 degrees (FFJORD divides by 1.414, not exactly by sqrt(2)). ``"checkerboard"`` is uniform,
     with density ``1 / 32``, on the 8 squares of side 2 in ``[-4, 4]^2`` whose indices
-    ``floor(x1 / 2) + floor(x2 / 2)`` are even (edges included), and ``-inf`` elsewhere.
+    ``floor(x1 / 2) + floor(x2 / 2)`` are even (edges included), and ``-inf`` elsewhere. The
+    others add Gaussian noise to a curve; their densities (closed form for ``"rings"`` and
+    ``"circles"``, quadrature over the curve for the rest) are derived in
+    :mod:`pyro_ebm.datasets.densities`.
 
     Parameters
     ----------
     name : str
-        ``"8gaussians"`` or ``"checkerboard"``.
+        One of :data:`DENSITY_NAMES`.
     x : torch.Tensor
         Floating-point points of shape ``(..., 2)``.
 
@@ -186,6 +190,9 @@ def true_log_prob(name: str, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[-1] != 2:
         raise ValueError(f"x must have shape (..., 2), got {tuple(x.shape)}")
+    if name in CURVE_NAMES:
+        log_p = curve_log_prob(name, x)
+        return torch.where(torch.isnan(x).any(-1), torch.full_like(log_p, math.nan), log_p)
     if name == "8gaussians":
         centers = _eight_gaussians_centers(x.dtype).to(x.device)
         var = _EIGHT_GAUSSIANS_STD**2
@@ -215,6 +222,20 @@ def _eight_gaussians_entropy() -> float:
     return float((weights[:, None] * weights[None, :] * integrand).sum() * step**2)
 
 
+# Entropies of the curve toys: the trapezoid rule for the integral of -p log p on a grid of
+# 301 x 301 nodes over [-6, 6]^2 (spacing 0.04, a half of the narrowest noise scale: the rule
+# converges faster than any power of the spacing there); ``tests/test_datasets.py`` recomputes
+# them (slow) and checks them against seeded draws (fast).
+CURVE_ENTROPIES = {
+    "rings": 2.623183,
+    "circles": 3.268136,
+    "moons": 2.393871,
+    "swissroll": 2.669643,
+    "pinwheel": 2.317788,
+    "2spirals": 2.645428,
+}
+
+
 def oracle_nll(name: str) -> float:
     """Entropy in nats of a toy density: the best achievable expected negative log-likelihood.
 
@@ -222,12 +243,14 @@ def oracle_nll(name: str) -> float:
     the truth. Known for the names in :data:`DENSITY_NAMES`: ``"checkerboard"`` is uniform on
     area 32, so its entropy is ``log 32``; for ``"8gaussians"`` the integral of ``-p log p`` is
     computed by the trapezoid rule on a fine grid, accurate to about 1e-10 (the result is a little
-    below ``log 8 + log(2 pi e sigma^2)`` because the components overlap).
+    below ``log 8 + log(2 pi e sigma^2)`` because the components overlap). The other toys'
+    entropies come from the same rule on their :func:`true_log_prob` (:data:`CURVE_ENTROPIES`,
+    to 1e-6).
 
     Parameters
     ----------
     name : str
-        ``"8gaussians"`` or ``"checkerboard"``.
+        One of :data:`DENSITY_NAMES`.
 
     Returns
     -------
@@ -251,6 +274,8 @@ def oracle_nll(name: str) -> float:
     2.8319
     """
     _check_name(name, DENSITY_NAMES)
+    if name in CURVE_ENTROPIES:
+        return CURVE_ENTROPIES[name]
     if name == "checkerboard":
         return math.log(_CHECKERBOARD_AREA)
     return _eight_gaussians_entropy()

@@ -58,6 +58,38 @@ class LatentSite:
         return self.unconstrained_shape.numel()
 
 
+def _hot_transform(transform):
+    """``transform`` without its identity parts, or ``None`` when it is the identity.
+
+    ``biject_to`` builds e.g. ``ComposeTransform([ExpTransform(), AffineTransform(0, 1)])`` for
+    a positive site and an empty ``ComposeTransform`` for a real one; the potential's hot path
+    skips what does nothing (the value, and so the potential, is unchanged).
+    """
+    from torch.distributions import transforms as T
+
+    def identity(t) -> bool:
+        if isinstance(t, T.ComposeTransform):
+            return all(identity(p) for p in t.parts)
+        if isinstance(t, T.IndependentTransform):
+            return identity(t.base_transform)
+        if isinstance(t, T.AffineTransform):
+            try:
+                return bool(torch.all(torch.as_tensor(t.loc) == 0)) and bool(
+                    torch.all(torch.as_tensor(t.scale) == 1)
+                )
+            except (TypeError, RuntimeError):
+                return False
+        return False
+
+    if identity(transform):
+        return None
+    if isinstance(transform, T.ComposeTransform):
+        parts = [p for p in transform.parts if not identity(p)]
+        if len(parts) == 1 and parts[0].domain.event_dim == transform.domain.event_dim:
+            return parts[0]
+    return transform
+
+
 def _energy_distribution(fn):
     """The EnergyDistribution under ``fn`` (through ``Independent``/masks), else ``None``.
 
@@ -116,7 +148,8 @@ class _LogJoint(Messenger):
             msg["is_observed"] = True
 
     def _pyro_post_sample(self, msg) -> None:
-        if site_is_subsample(msg):
+        # a plate's subsample site, and a deterministic site (a Delta at its value: log_prob 0)
+        if site_is_subsample(msg) or msg["infer"].get("_deterministic"):
             return
         lp = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
         lp = scale_and_mask(lp, msg["scale"], msg["mask"])
@@ -220,6 +253,13 @@ class ModelPotential:
         self.dtype = trace.nodes[self.sites[0].name]["value"].dtype
         self.device = trace.nodes[self.sites[0].name]["value"].device
         self.transforms = {s.name: s.transform for s in self.sites}
+        # the hot path (``_conditioned``): split sizes, and per site its shapes and the
+        # transform without identity parts (None: the identity, no transform, no log-det)
+        self._sizes = [s.size for s in self.sites]
+        self._hot = [
+            (s.name, s.unconstrained_shape, self._chain_shape(s), _hot_transform(s.transform))
+            for s in self.sites
+        ]
 
     def dims(self) -> dict[str, list[str]]:
         """ArviZ dimension names of every latent and deterministic site (and of observed sites
@@ -263,20 +303,30 @@ class ModelPotential:
         return {s.name: s.transform.inv(values[s.name]) for s in self.sites}
 
     # -- evaluation --------------------------------------------------------------------------
-    def _chain_view(self, site: LatentSite, value: Tensor) -> Tensor:
-        """``(C, *shape)`` -> ``(C, 1, ..., 1, *shape)`` with the chain dim at plate depth + 1."""
+    def _chain_shape(self, site: LatentSite) -> tuple[int, ...]:
+        """``(-1, 1, ..., 1, *shape)``: the chain dim at plate depth + 1, then the value."""
         pad = self.max_plate_nesting - len(site.batch_shape)
-        return value.reshape(value.shape[:1] + (1,) * pad + site.shape)
+        return (-1,) + (1,) * pad + tuple(site.shape)
 
     def _conditioned(self, flat: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Constrained values in the chain layout and the per-chain log-Jacobian."""
         num = flat.shape[0]
-        data, log_det = {}, flat.new_zeros(num)
-        for s, u in zip(self.sites, self.unpack(flat).values(), strict=True):
-            x = s.transform(u)
-            ladj = s.transform.log_abs_det_jacobian(u, x)
-            log_det = log_det + (ladj.reshape(num, -1).sum(-1) if ladj.dim() else ladj)
-            data[s.name] = self._chain_view(s, x)
+        data, log_det = {}, None
+        parts = torch.split(flat, self._sizes, dim=-1)
+        for (name, unc_shape, chain_shape, transform), u in zip(self._hot, parts, strict=True):
+            if transform is None:  # a real site: no transform, no Jacobian
+                data[name] = u.reshape(chain_shape)
+                continue
+            u = u.reshape((num,) + unc_shape)
+            x = transform(u)
+            ladj = transform.log_abs_det_jacobian(u, x)
+            ladj = ladj.reshape(num, -1).sum(-1) if ladj.dim() > 1 else ladj.reshape(-1)
+            log_det = ladj if log_det is None else log_det + ladj
+            data[name] = x.reshape(chain_shape)
+        if log_det is None:
+            log_det = flat.new_zeros(num)
+        elif log_det.shape[0] != num:
+            log_det = log_det.expand(num)
         return data, log_det
 
     def _run(self, flat: Tensor):

@@ -284,3 +284,20 @@ def test_to_arviz_names_sites_and_plates_and_runs_loo():
     assert stats["lp"].shape == (4, 60)
     assert data.log_likelihood["z"].dims == ("chain", "draw", "obs")
     assert np.isfinite(loo(data, var_name="z").elpd)
+
+
+def test_hot_path_skips_identity_transforms_only():
+    from torch.distributions import biject_to, constraints
+    from torch.distributions import transforms as T
+
+    from pyro_ebm.infer.model_potential import _hot_transform
+
+    assert _hot_transform(biject_to(constraints.real)) is None
+    assert _hot_transform(biject_to(constraints.real_vector)) is None
+    assert isinstance(_hot_transform(biject_to(constraints.positive)), T.ExpTransform)
+    shifted = _hot_transform(biject_to(constraints.greater_than(2.0)))  # keeps its shift
+    assert float(shifted(torch.tensor(0.0))) == 3.0
+    unit = _hot_transform(biject_to(constraints.unit_interval))
+    assert float(unit(torch.tensor(0.0))) == 0.5
+    pot = ModelPotential(model_plate_positive, CASES[0][1])
+    assert [t is None for *_, t in pot._hot] == [True, False]
