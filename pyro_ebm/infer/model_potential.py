@@ -329,6 +329,13 @@ class ModelPotential:
             log_det = log_det.expand(num)
         return data, log_det
 
+    def _chain_plate(self, num: int):
+        """The outer plate over ``num`` chains (one object per size, entered on every call)."""
+        plates = self.__dict__.setdefault("_plates", {})
+        if num not in plates:
+            plates[num] = pyro.plate(CHAIN_PLATE, num, dim=-(self.max_plate_nesting + 1))
+        return plates[num]
+
     def _run(self, flat: Tensor):
         """The model's trace under the chain plate, conditioned on the chains' values."""
         data, _ = self._conditioned(flat)
@@ -343,7 +350,7 @@ class ModelPotential:
         data, log_det = self._conditioned(flat)
         depth = self.max_plate_nesting + 1
         joint = _LogJoint(data, depth, num)
-        with pyro.plate(CHAIN_PLATE, num, dim=-depth), joint:
+        with self._chain_plate(num), joint:
             self.model(*self.args, **self.kwargs)
         total = joint.total if torch.is_tensor(joint.total) else flat.new_tensor(joint.total)
         return -(total.expand(num) + log_det)

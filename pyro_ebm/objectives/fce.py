@@ -16,6 +16,14 @@ accuracy at the last EBM step exceeds ``flow_update_threshold`` (default 0.6): w
 cannot tell data from flow samples, the flow waits; when the EBM wins, the flow moves closer
 to the data, so neither side runs away. The flow can first be fit to the data by maximum
 likelihood (:meth:`FCE.pretrain_flow`).
+
+**The flow works on standardized data.** With ``standardize=True`` (the default) the noise
+is :math:`q(x) = q_\\phi((x - m)/s) / \\prod_i s_i` with the per-coordinate mean :math:`m` and
+standard deviation :math:`s` of the data, fixed at :meth:`FCE.setup`: an untrained flow is
+then the diagonal Gaussian fitted to the data (the noise NCE starts from) whatever the data's
+location and scale, not a standard normal that the classifier separates from the data at
+once. Without it, FCE on ``digits`` (pixels in [-1, 1], border pixels with standard deviation
+0.03) starts with the classifier's accuracy at 1, where the flow gets no gradient.
 """
 
 from __future__ import annotations
@@ -111,6 +119,9 @@ class FCE(Objective):
         Starting value of the learned log normalizer.
     flow_update_threshold:
         The flow updates when the last EBM accuracy exceeds this (0 updates always).
+    standardize:
+        Run the flow on the data standardized per coordinate (see the module docstring); the
+        mean and standard deviation are set by :meth:`setup` (``fit`` calls it) from the data.
 
     Examples
     --------
@@ -129,6 +140,7 @@ class FCE(Objective):
         noise_ratio: float = 1.0,
         init_log_Z: float = 0.0,
         flow_update_threshold: float = 0.6,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
         for name in ("log_prob", "sample", "sample_and_log_prob"):
@@ -145,6 +157,43 @@ class FCE(Objective):
         self.log_Z_param = nn.Parameter(torch.tensor(float(init_log_Z)))
         self.register_buffer("last_accuracy", torch.tensor(1.0))
         self.register_buffer("flow_updates", torch.tensor(0, dtype=torch.long))
+        self.standardize = bool(standardize)
+        # per-coordinate data mean and standard deviation; empty until setup()
+        self.register_buffer("data_loc", torch.empty(0))
+        self.register_buffer("data_scale", torch.empty(0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("data_loc", "data_scale"):  # a saved standardization has its own shape
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(saved))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def setup(self, data: Tensor, generator: torch.Generator | None = None) -> None:
+        """Fix the standardization from ``data`` (once: later calls keep it, so a pre-trained
+        flow and a resumed run keep the scale they were trained on)."""
+        if not self.standardize or self.data_loc.numel():
+            return
+        flat = self._flat(data).detach()
+        loc = flat.mean(0)
+        scale = flat.std(0) if flat.shape[0] > 1 else torch.ones_like(loc)
+        floor = 1e-6 * scale.max().clamp(min=1e-12)  # a constant coordinate: no zero scale
+        self.data_loc, self.data_scale = loc, torch.maximum(scale, floor)
+
+    def log_q(self, x: Tensor) -> Tensor:
+        """The noise log density :math:`\\log q(x)` of flat points ``x`` (standardized flow)."""
+        if not self.data_loc.numel():
+            return self.flow.log_prob(x)
+        loc, scale = self.data_loc.to(x), self.data_scale.to(x)
+        return self.flow.log_prob((x - loc) / scale) - scale.log().sum()
+
+    def sample_q(self, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` flat draws from the noise and their :math:`\\log q`."""
+        y, log_q = self.flow.sample_and_log_prob(n)
+        if not self.data_loc.numel():
+            return y, log_q
+        loc, scale = self.data_loc.to(y), self.data_scale.to(y)
+        return loc + scale * y, log_q - scale.log().sum()
 
     @classmethod
     def for_data(
@@ -161,10 +210,12 @@ class FCE(Objective):
     ) -> FCE:
         """FCE with a :func:`make_flow` flow over the flattened events of ``data``.
 
-        ``pretrain_steps`` steps of maximum-likelihood flow pre-training
-        (:meth:`pretrain_flow`) run first; the default is none, as measured in the training
+        The flow is standardized to ``data`` (``standardize=True``, see the module docstring)
+        before anything else. ``pretrain_steps`` steps of maximum-likelihood flow pre-training
+        (:meth:`pretrain_flow`) run next; the default is none, as measured in the training
         benchmark (pre-training the flow made the EBM learn slower on the 2-d toys: KL 0.18
-        against 0.11). The command line takes its FCE defaults from this signature.
+        against 0.11; with the standardization the untrained flow already starts at the
+        data's Gaussian fit). The command line takes its FCE defaults from this signature.
 
         Examples
         --------
@@ -178,6 +229,7 @@ class FCE(Objective):
             data[0].numel(), kind, hidden_features=hidden_features, num_layers=num_layers
         )
         fce = cls(flow, noise_ratio=noise_ratio)
+        fce.setup(data)
         if pretrain_steps:
             fce.pretrain_flow(data, pretrain_steps, generator=generator, progress_bar=progress_bar)
         return fce
@@ -255,9 +307,11 @@ class FCE(Objective):
         self, energy: nn.Module, data: Tensor, generator: torch.Generator | None = None
     ) -> LossOutput:
         """The EBM's NCE loss against the (frozen) flow."""
+        if self.standardize and not self.data_loc.numel():
+            self.setup(data)
         with torch.no_grad():
-            noise, log_q_noise = self.flow.sample_and_log_prob(self._num_noise(data.shape[0]))
-            log_q_data = self.flow.log_prob(self._flat(data))
+            noise, log_q_noise = self.sample_q(self._num_noise(data.shape[0]))
+            log_q_data = self.log_q(self._flat(data))
         loss, accuracy, metrics = self._value(energy, data, noise, log_q_data, log_q_noise)
         metrics["flow_nll"] = -log_q_data.mean().detach()  # the flow's fit to the data batch
         self.last_accuracy = accuracy.detach().to(self.last_accuracy)
@@ -274,8 +328,10 @@ class FCE(Objective):
         the balancing rule skips this step."""
         if float(self.last_accuracy) <= self.flow_update_threshold:
             return None
-        noise, log_q_noise = self.flow.sample_and_log_prob(self._num_noise(data.shape[0]))
-        log_q_data = self.flow.log_prob(self._flat(data))
+        if self.standardize and not self.data_loc.numel():
+            self.setup(data)
+        noise, log_q_noise = self.sample_q(self._num_noise(data.shape[0]))
+        log_q_data = self.log_q(self._flat(data))
         loss, _, metrics = self._value(energy, data, noise, log_q_data, log_q_noise)
         self.flow_updates += 1
         return LossOutput(-loss, {"flow_loss": (-loss).detach()})
@@ -288,13 +344,14 @@ class FCE(Objective):
 
         ``progress_bar`` shows progress over the steps (:func:`pyro_ebm.progress.progress`).
         """
+        self.setup(data)
         flat = self._flat(data)
         opt = torch.optim.Adam(self.flow.parameters(), lr=lr)
         history = []
         for _ in progress(range(steps), desc="flow pre-training", enabled=progress_bar):
             idx = torch.randint(0, flat.shape[0], (min(batch_size, flat.shape[0]),),
                                 generator=generator, device=flat.device)  # fmt: skip
-            nll = -self.flow.log_prob(flat[idx]).mean()
+            nll = -self.log_q(flat[idx]).mean()
             opt.zero_grad()
             nll.backward()
             opt.step()

@@ -17,8 +17,8 @@ N = 2 * LOG_Z_WINDOW + 10
 LR = [2e-3] * N
 
 
-def _fce() -> FCE:
-    return FCE(make_flow(2, hidden_features=4, num_layers=1))
+def _fce(**kwargs) -> FCE:
+    return FCE(make_flow(2, hidden_features=4, num_layers=1), **kwargs)
 
 
 def test_healthy_records_raise_nothing():
@@ -81,11 +81,12 @@ def _tiny():
 
 
 def test_fit_records_fce_accuracy_stuck_once():
-    """Data far from a frozen flow: the classifier wins outright and the game stops."""
+    """Data far from a frozen flow (not standardized to the data): the classifier wins
+    outright and the game stops."""
     data = torch.randn(512, 2, generator=torch.Generator().manual_seed(0)) + 8.0
     steps = DIAGNOSIS_WINDOW + 100
-    history = fit(_tiny(), data, _fce(), steps=steps, batch_size=64, lr=0.02, adversary_lr=1e-12,
-                  seed=0, progress_bar=False)  # fmt: skip
+    history = fit(_tiny(), data, _fce(standardize=False), steps=steps, batch_size=64, lr=0.02,
+                  adversary_lr=1e-12, seed=0, progress_bar=False)  # fmt: skip
     kinds = [w["kind"] for w in history.warnings]
     assert kinds.count("accuracy") == 1, history.warnings
     first = history.warnings[kinds.index("accuracy")]

@@ -225,16 +225,17 @@ def test_every_parameter_receives_a_gradient(make):
 
 
 class FlowAsNoise:
-    """An nflows flow with the torch.distributions face NCE takes as its noise."""
+    """FCE's noise (its flow on the standardized data) with the torch.distributions face NCE
+    takes as its noise."""
 
-    def __init__(self, flow):
-        self.flow = flow
+    def __init__(self, fce):
+        self.fce = fce
 
     def sample(self, shape):
-        return self.flow.sample(shape[0])
+        return self.fce.sample_q(shape[0])[0]
 
     def log_prob(self, x):
-        return self.flow.log_prob(x)
+        return self.fce.log_q(x)
 
 
 def _fce_setting():
@@ -242,13 +243,14 @@ def _fce_setting():
     data = torch.randn(256, 2, generator=torch.Generator().manual_seed(1)) * 1.5 + 0.5
     energy = MLPEnergy(2, hidden=(16,))
     fce = FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2), init_log_Z=0.3)
+    fce.setup(data)
     fce.last_accuracy.fill_(1.0)  # the flow's turn
     return energy, data, fce
 
 
 def test_fce_flow_loss_is_minus_the_ebms_nce_value_on_the_same_samples():
     energy, data, fce = _fce_setting()
-    nce = NCE(FlowAsNoise(fce.flow), noise_ratio=fce.noise_ratio, init_log_Z=0.3)
+    nce = NCE(FlowAsNoise(fce), noise_ratio=fce.noise_ratio, init_log_Z=0.3)
     torch.manual_seed(7)  # nflows draws its base noise from the global generator
     flow_loss = fce.adversary_loss(energy, data).loss
     torch.manual_seed(7)
@@ -324,3 +326,34 @@ def test_persistent_buffer_is_updated_and_reinitialized():
 def test_bad_arguments(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+def test_fce_standardizes_the_flow_to_the_data():
+    """An untrained flow is the diagonal Gaussian fitted to the data, whatever its scale; the
+    standardization is fixed at the first setup, saved in the state_dict and restored."""
+    gen = torch.Generator().manual_seed(3)
+    data = torch.randn(4000, 2, generator=gen) * torch.tensor([50.0, 0.02]) + torch.tensor(
+        [7.0, -3.0]
+    )
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+    from nflows.transforms import IdentityTransform
+
+    fce = FCE(Flow(IdentityTransform(), StandardNormal([2])))  # the standard normal itself
+    fce.setup(data)
+    torch.testing.assert_close(fce.data_loc, data.mean(0))
+    torch.testing.assert_close(fce.data_scale, data.std(0))
+    gauss = torch.distributions.Normal(data.mean(0), data.std(0))
+    x = data[:50]
+    torch.testing.assert_close(fce.log_q(x), gauss.log_prob(x).sum(-1), rtol=1e-5, atol=1e-4)
+    draws, log_q = fce.sample_q(20_000)
+    assert (draws.mean(0) - data.mean(0)).abs().div(data.std(0)).max() < 0.05
+    torch.testing.assert_close(log_q, fce.log_q(draws), rtol=1e-5, atol=1e-4)
+    fce.setup(data[:10] * 3)  # a second setup keeps the first standardization
+    torch.testing.assert_close(fce.data_scale, data.std(0))
+    fresh = FCE(Flow(IdentityTransform(), StandardNormal([2])))
+    fresh.load_state_dict(fce.state_dict())
+    torch.testing.assert_close(fresh.data_scale, fce.data_scale)
+    plain = FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2), standardize=False)
+    plain.setup(data)
+    assert plain.data_loc.numel() == 0
