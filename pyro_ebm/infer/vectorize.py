@@ -39,6 +39,20 @@ def _agrees(batched: Tensor, reference: Tensor) -> bool:
     return bool((close | both_inf | (torch.isnan(batched) & torch.isnan(reference))).all())
 
 
+def _agrees_with_grad(fn: Callable, reference: Callable, x: Tensor) -> bool:
+    """``fn`` and ``reference`` agree at the points ``x`` in value and in gradient."""
+    a, b = x.detach().clone().requires_grad_(True), x.detach().clone().requires_grad_(True)
+    va, vb = fn(a), reference(b)
+    if not _agrees(va.detach(), vb.detach()):
+        return False
+    finite_a, finite_b = torch.isfinite(va), torch.isfinite(vb)
+    (ga,) = torch.autograd.grad(va[finite_a].sum(), a, allow_unused=True)
+    (gb,) = torch.autograd.grad(vb[finite_b].sum(), b, allow_unused=True)
+    if ga is None or gb is None:
+        return ga is None and gb is None
+    return _agrees(ga, gb)
+
+
 class _Looped:
     """Chain by chain, as a last resort."""
 
@@ -139,14 +153,27 @@ def _first(err: Exception) -> str:
     return text[0] if text else ""
 
 
+def _simplify(graph) -> None:
+    """Fold what does not depend on the input (e.g. a broadcast ``log(scale)`` of data), then
+    drop common and dead subexpressions: TorchScript's own passes, run on a traced graph.
+    Skipped where this torch lacks them (the trace is checked against the eager potential
+    either way)."""
+    for name in ("_jit_pass_constant_propagation", "_jit_pass_cse", "_jit_pass_dce"):
+        fn = getattr(torch._C, name, None)
+        if fn is not None:
+            fn(graph)
+
+
 class JitPotential:
     """A batched potential traced by ``torch.jit.trace``, once per input shape (opt-in).
 
     Tracing records the tensor operations of one call, so the Python overhead of Pyro's
-    effect handlers is paid once. As with Pyro's ``jit_compile``, control flow and random
-    choices inside the model (data subsampling) are frozen at the traced values: use it for
-    models without them. Every trace is checked against the eager potential at other points;
-    if they differ, a :class:`VectorizationWarning` says so and the eager potential is used.
+    effect handlers is paid once; constant subexpressions of the trace are then folded
+    (:func:`_simplify`). As with Pyro's ``jit_compile``, control flow and random choices
+    inside the model (data subsampling) are frozen at the traced values: use it for models
+    without them. Every trace is checked against the eager potential, value and gradient, at
+    other points; if they differ, a :class:`VectorizationWarning` says so and the eager
+    potential is used.
     """
 
     def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
@@ -162,12 +189,15 @@ class JitPotential:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings about Python values
                 traced = torch.jit.trace(call, (base,), check_trace=False)
+                try:
+                    _simplify(traced.graph)
+                except RuntimeError:  # a pass this torch cannot run here: the plain trace
+                    traced = torch.jit.trace(call, (base,), check_trace=False)
                 gen = torch.Generator(device=base.device).manual_seed(1)
                 other = base + 0.1 * torch.randn(
                     base.shape, generator=gen, dtype=base.dtype, device=base.device
                 )
-                with torch.no_grad():
-                    ok = _agrees(traced(other), self.fn(other))
+                ok = _agrees_with_grad(traced, self.fn, other)
         except Exception as err:  # noqa: BLE001
             ok, traced = False, None
             why = f"tracing failed ({type(err).__name__}: {_first(err)})"

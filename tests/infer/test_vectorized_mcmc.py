@@ -301,3 +301,41 @@ def test_hot_path_skips_identity_transforms_only():
     assert float(unit(torch.tensor(0.0))) == 0.5
     pot = ModelPotential(model_plate_positive, CASES[0][1])
     assert [t is None for *_, t in pot._hot] == [True, False]
+
+
+@pytest.mark.parametrize("model,args", CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_jit_compiled_potential_equals_the_eager_one(model, args):
+    from pyro_ebm.infer.vectorize import JitPotential
+
+    pot = ModelPotential(model, args)
+    jit = JitPotential(pot)
+    flat = torch.randn(12, pot.dim, generator=torch.Generator().manual_seed(2), dtype=F64)
+    with pyro.validation_enabled(False):
+        x = flat.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(jit(x).sum(), x)
+        y = flat.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad(pot(y).sum(), y)
+        torch.testing.assert_close(jit(flat), pot(flat), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref, rtol=1e-12, atol=1e-12)
+    assert jit.cache[(tuple(flat.shape), flat.dtype, flat.device)] is not pot  # a trace
+
+
+def _branchy(y):
+    scale = pyro.sample("scale", dist.HalfNormal(_t(1.0)))
+    scale = scale * 3 if scale.max() > 1.0 else scale  # control flow on a value
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(_t(0.0), scale), obs=y)
+
+
+def test_jit_compile_falls_back_to_eager_on_control_flow():
+    from pyro_ebm.infer.vectorize import JitPotential
+
+    pot = ModelPotential(_branchy, (_t([0.5, -1.0, 2.0]),))
+    jit = JitPotential(pot)
+    # traced at scale 0.99 (branch not taken); the check points around it cross 1
+    x = torch.full((4, 1), -0.01, dtype=F64)
+    with pyro.validation_enabled(False):
+        with pytest.warns(VectorizationWarning, match="differs from the eager"):
+            out = jit(x)
+        torch.testing.assert_close(out, pot(x))
+        assert jit.cache[(tuple(x.shape), x.dtype, x.device)] is pot  # eager from now on
