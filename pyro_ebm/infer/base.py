@@ -65,7 +65,9 @@ class Info:
     adaptation reads its position. For HMC, ``energy`` is the Hamiltonian at the point the
     chain is at after the transition (the accepted end of the trajectory, or the start if
     rejected), as Stan records it; ``n_steps`` is the number of leapfrog steps and ``momentum``
-    the momentum at the end of the trajectory (all ``None`` for the other samplers).
+    the momentum at the end of the trajectory and ``integration_step`` the per-chain leapfrog
+    step actually used (the adapted step times the step-size jitter; all ``None`` for the other
+    samplers).
     """
 
     acceptance_rate: Tensor
@@ -75,10 +77,12 @@ class Info:
     n_steps: Tensor | None = None
     proposal: State | None = None
     momentum: Tensor | None = None
+    integration_step: Tensor | None = None
 
     def as_dict(self) -> dict[str, Tensor]:
-        """The per-chain tensors by name (``proposal`` and ``momentum`` left out)."""
-        skip = ("proposal", "momentum")
+        """The per-chain tensors by name (``proposal``, ``momentum`` and ``integration_step``
+        left out)."""
+        skip = ("proposal", "momentum", "integration_step")
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         return {name: value for name, value in values.items() if value is not None}
 
@@ -112,51 +116,122 @@ def _nonfinite_energy(x: Tensor, event_dim: int) -> Tensor:
     return torch.full(chain_shape, math.nan, dtype=x.dtype, device=x.device)
 
 
+class _EnergyShapeError(ValueError):
+    """An energy that returned the wrong shape: a user error, never a rejected point."""
+
+
 def _check_energy_shape(energy: Tensor, x: Tensor, event_dim: int) -> None:
     expected = x.shape[: x.dim() - event_dim]
     if energy.shape != expected:
-        raise ValueError(
+        raise _EnergyShapeError(
             f"energy returned shape {tuple(energy.shape)} for input of shape {tuple(x.shape)}; "
             f"expected {tuple(expected)} (the input shape without its {event_dim} event dims)"
         )
 
 
+#: What an energy may raise at a bad point (a failed Cholesky factor, a domain error): the
+#: chains evaluated there get a non-finite energy, i.e. a rejected, divergent proposal.
+_POINT_ERRORS = (RuntimeError, ValueError, ArithmeticError, IndexError)
+
+
+def _split_on_error(evaluate: Callable[[Tensor], tuple], x: Tensor, event_dim: int) -> tuple:
+    """``evaluate(x)``; if it raises, bisect the chains so only the failing ones get NaN.
+
+    Energies of real posteriors raise at bad points (``torch.linalg.cholesky`` of a covariance
+    that is numerically singular at one chain's proposal raises for the whole batch). Each
+    chain is independent, so the batch is split in halves along its first dimension until the
+    chains that raise are isolated (``2k log2 n`` extra calls for ``k`` failing chains of
+    ``n``, and none when nothing raises): one chain's failure never rejects the others, as in
+    Stan, where an exception rejects only that chain's proposal.
+    """
+    try:
+        return evaluate(x)
+    except _EnergyShapeError:
+        raise
+    except _POINT_ERRORS:
+        if x.dim() == event_dim or x.shape[0] <= 1:
+            raise
+    half = x.shape[0] // 2
+    parts = []
+    for piece in (x[:half], x[half:]):
+        try:
+            parts.append(_split_on_error(evaluate, piece, event_dim))
+        except _EnergyShapeError:
+            raise
+        except _POINT_ERRORS:
+            parts.append(None)
+    template = next((p for p in parts if p is not None), None)
+    if template is None:
+        raise RuntimeError("every chain of the batch raised")
+    pieces = (x[:half], x[half:])
+    out = []
+    for k, item in enumerate(template):
+        out.append(
+            torch.cat(
+                [
+                    part[k] if part is not None else _nan_like_chain(item, piece, event_dim)
+                    for part, piece in zip(parts, pieces, strict=True)
+                ]
+            )
+        )
+    return tuple(out)
+
+
+def _nan_like_chain(example: Tensor, piece: Tensor, event_dim: int) -> Tensor:
+    """NaN shaped like ``example`` for the chains of ``piece`` (energies or gradients)."""
+    shape = (piece.shape[0],) + tuple(example.shape[1:])
+    return torch.full(shape, math.nan, dtype=example.dtype, device=example.device)
+
+
 def evaluate_energy(fn: EnergyFn, x: Tensor, event_dim: int) -> Tensor:
-    """Evaluate ``fn(x)`` without gradients; an exception counts as a non-finite energy."""
+    """Evaluate ``fn(x)`` without gradients; chains at which it raises get a NaN energy."""
+
+    def evaluate(points: Tensor) -> tuple[Tensor]:
+        energy = fn(points)
+        _check_energy_shape(energy, points, event_dim)
+        return (energy.detach(),)
+
     with torch.no_grad():
         try:
-            energy = fn(x)
-        except (RuntimeError, ValueError, ArithmeticError, IndexError):
+            (energy,) = _split_on_error(evaluate, x, event_dim)
+        except _EnergyShapeError:
+            raise
+        except _POINT_ERRORS:
             return _nonfinite_energy(x, event_dim)
-    _check_energy_shape(energy, x, event_dim)
-    return energy.detach()
+    return energy
 
 
 def energy_and_grad(fn: EnergyFn, x: Tensor, event_dim: int) -> tuple[Tensor, Tensor]:
     """One joint evaluation of :math:`E(x)` and :math:`\\nabla_x E(x)` for a batch of chains.
 
     Because chains are independent, the gradient of the summed energy is each chain's own
-    gradient. An exception raised by the energy (for example a linear-algebra failure) is
-    treated as a non-finite energy for the whole batch, so the step rejects instead of crashing.
-    Gradients never flow into the energy's parameters.
+    gradient. Chains at which the energy raises (for example a linear-algebra failure) get a
+    non-finite energy and gradient, so their step rejects instead of crashing; the other
+    chains of the batch are evaluated normally (the batch is bisected, see
+    :func:`_split_on_error`). Gradients never flow into the energy's parameters.
     """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        try:
-            energy = fn(x)
-        except (RuntimeError, ValueError, ArithmeticError, IndexError):
-            nan = _nonfinite_energy(x, event_dim)
-            return nan, torch.full_like(x, math.nan).detach()
-        _check_energy_shape(energy, x, event_dim)
-        if not energy.requires_grad:  # a constant energy (e.g. a NaN returned for a region)
-            return energy.detach(), torch.zeros_like(x).detach()
-        try:
-            (grad,) = torch.autograd.grad(energy.sum(), x, allow_unused=True)
-        except RuntimeError:  # a backward failure is a non-finite point too
-            return energy.detach(), torch.full_like(x, math.nan).detach()
-    if grad is None:  # energy independent of x
-        grad = torch.zeros_like(x)
-    return energy.detach(), grad.detach()
+
+    def evaluate(points: Tensor) -> tuple[Tensor, Tensor]:
+        points = points.detach().requires_grad_(True)
+        with torch.enable_grad():
+            energy = fn(points)
+            _check_energy_shape(energy, points, event_dim)
+            if not energy.requires_grad:  # a constant energy (e.g. a NaN returned for a region)
+                return energy.detach(), torch.zeros_like(points).detach()
+            try:
+                (grad,) = torch.autograd.grad(energy.sum(), points, allow_unused=True)
+            except RuntimeError:  # a backward failure is a non-finite point too
+                return energy.detach(), torch.full_like(points, math.nan).detach()
+        if grad is None:  # energy independent of x
+            grad = torch.zeros_like(points)
+        return energy.detach(), grad.detach()
+
+    try:
+        return _split_on_error(evaluate, x, event_dim)
+    except _EnergyShapeError:
+        raise
+    except _POINT_ERRORS:
+        return _nonfinite_energy(x, event_dim), torch.full_like(x, math.nan).detach()
 
 
 def init_state(fn: EnergyFn, position: Tensor, event_dim: int, *, with_grad: bool) -> State:

@@ -10,7 +10,9 @@ chains x 250 draws, 3,000 ESS and correct moments); nested :math:`\\hat R` pools
 a superchain and stays near 1 there, while still growing when groups of chains disagree.
 One :class:`ConvergenceWarning` names the worst parameter, its
 :math:`\\hat R`, the smallest ESS, the number of chains stuck far below the others' log density
-and what to try, when :math:`\\hat R > 1.01` or the ESS is under :data:`MIN_ESS`.
+or frozen (accepting under :data:`FROZEN_ACCEPT` of their proposals, at an ordinary log density:
+a region where the step is too large) and what to try, when :math:`\\hat R > 1.01`, the ESS is
+under :data:`MIN_ESS` or a chain is stuck or frozen.
 
 To keep the check cheap next to sampling it reads at most :data:`MAX_CHAINS` chains (evenly
 spaced) and :data:`MAX_COORDS` coordinates plus the log density; ESS is then scaled by the
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "FROZEN_ACCEPT",
     "MAX_RHAT",
     "MIN_ESS",
     "Convergence",
@@ -43,6 +46,8 @@ __all__ = [
 
 MAX_RHAT = 1.01
 MIN_ESS = 400
+#: A chain whose mean acceptance over the draws is below this is frozen (see ``Convergence``).
+FROZEN_ACCEPT = 0.05
 MAX_CHAINS = 128
 MAX_COORDS = 32
 _SUPERCHAINS = 16
@@ -70,6 +75,10 @@ class Convergence:
         Chains whose mean log density is far below the others'.
     converged:
         Whether no warning is due.
+    frozen_chains:
+        Chains that accepted under :data:`FROZEN_ACCEPT` of their proposals on average: they
+        sit where the step size is too large for the local curvature (at an ordinary log
+        density, so only their acceptance shows it). Counted when the acceptance is given.
     """
 
     max_rhat: float
@@ -79,6 +88,7 @@ class Convergence:
     worst: str
     stuck_chains: int
     converged: bool
+    frozen_chains: int = 0
 
     def message(
         self, kernel: str, inspect: str = "Samples.summary() and Samples.convergence"
@@ -96,10 +106,19 @@ class Convergence:
             parts.append(
                 f"{self.stuck_chains} chain(s) with a mean log density far below the others"
             )
+        if self.frozen_chains:
+            parts.append(
+                f"{self.frozen_chains} chain(s) accepting under {FROZEN_ACCEPT:.0%} of their "
+                "proposals (the step size is too large where they are)"
+            )
+        if kernel == "hmc":
+            kernel_hint = "a higher HMC(target_accept_prob=...) (a smaller step)"
+        else:
+            kernel_hint = "kernel='hmc'"
         return (
             f"the {kernel} chains may not have converged: {'; '.join(parts)}. Try more "
-            "warmup (warmup_steps=), more draws or chains, kernel='hmc', or a start nearer the "
-            "bulk (init=); check for several modes. Inspect " + inspect
+            f"warmup (warmup_steps=), more draws or chains, {kernel_hint}, or a start nearer "
+            "the bulk (init=); check for several modes. Inspect " + inspect
         )
 
 
@@ -151,12 +170,17 @@ def _names(prefix: str, shape: tuple[int, ...], index) -> list[str]:
 
 
 def check_convergence(
-    draws: Tensor, lp: Tensor, event_dim: int, labels: list[str] | None = None
+    draws: Tensor,
+    lp: Tensor,
+    event_dim: int,
+    labels: list[str] | None = None,
+    acceptance: Tensor | None = None,
 ) -> Convergence | None:
     """R-hat and ESS of ``draws`` ``(chains, draws, *batch, *event)`` and of ``lp``.
 
     ``lp`` has shape ``(chains, draws, *batch)``. ``labels`` names each flattened coordinate
-    of a draw (default ``"x[i, ...]"``).
+    of a draw (default ``"x[i, ...]"``). ``acceptance`` (shape of ``lp``), the per-draw
+    Metropolis acceptance probabilities, lets frozen chains be counted.
 
     Returns ``None`` when there are fewer than 4 draws per chain (no split R-hat exists).
     """
@@ -190,12 +214,16 @@ def check_convergence(
     event_size = max(1, math.prod(draws.shape[draws.dim() - event_dim :]))
     gap = 10.0 + 3.0 * math.sqrt(2.0 * event_size)
     stuck = int((mean_lp < ref - gap).any(1).sum())
+    frozen = 0
+    if acceptance is not None:
+        rate = acceptance.detach().to("cpu", torch.float64).nan_to_num(nan=0.0).mean(1)
+        frozen = int((rate.reshape(chains, -1) < FROZEN_ACCEPT).any(1).sum())
     max_rhat = float(rhat.max())
     min_bulk = float(np.nan_to_num(bulk, nan=0.0).min() * scale)
     min_tail = float(np.nan_to_num(tail, nan=0.0).min() * scale)
     rhat_ok = (nested if nested is not None else max_rhat) <= MAX_RHAT
-    ok = rhat_ok and min(min_bulk, min_tail) >= MIN_ESS and stuck == 0
-    return Convergence(max_rhat, nested, min_bulk, min_tail, names[worst], stuck, ok)
+    ok = rhat_ok and min(min_bulk, min_tail) >= MIN_ESS and stuck == 0 and frozen == 0
+    return Convergence(max_rhat, nested, min_bulk, min_tail, names[worst], stuck, ok, frozen)
 
 
 def warn_if_unconverged(result: Convergence | None, kernel: str, **message) -> None:

@@ -445,7 +445,10 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
 def _check(out: Samples, cfg: _Config, event_dim: int) -> None:
     if not (cfg.keep and cfg.check_convergence):
         return
-    out.convergence = check_convergence(out.samples, out.stats["lp"], event_dim)
+    acceptance = None if out.kernel == "ula" else out.stats.get("acceptance_rate")
+    out.convergence = check_convergence(
+        out.samples, out.stats["lp"], event_dim, acceptance=acceptance
+    )
     warn_if_unconverged(out.convergence, out.kernel)
 
 

@@ -318,9 +318,11 @@ class VectorizedMCMC:
         )
         self._samples = self._constrained(pot, self.result.samples)
         if self.check_convergence:
+            acceptance = self.result.stats.get("acceptance_rate")
             self.convergence = check_convergence(
-                self.result.samples, self.result.stats["lp"], 1, labels=self._labels(pot)
-            )
+                self.result.samples, self.result.stats["lp"], 1, labels=self._labels(pot),
+                acceptance=None if self.result.kernel == "ula" else acceptance,
+            )  # fmt: skip
             warn_if_unconverged(
                 self.convergence, self.result.kernel,
                 inspect="VectorizedMCMC.summary() and VectorizedMCMC.convergence",

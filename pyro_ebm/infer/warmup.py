@@ -352,7 +352,10 @@ def run_warmup(
                     log_eps_sum = log_eps_sum + eps.log()
                     log_eps_n += 1
         if chees is not None and i >= init_end and info.momentum is not None:
-            time = kw["num_steps"] * (eps if eps.dim() else eps.expand(chain_shape))
+            used = info.integration_step  # the jittered step of each chain
+            if used is None:
+                used = eps if eps.dim() else eps.expand(chain_shape)
+            time = kw["num_steps"] * used
             chees.max_length = kernel.max_num_steps * float(eps.median())
             chees.update(start, info, metric, time)
             if i >= terminal:

@@ -81,3 +81,20 @@ def test_one_chain_is_checked_on_its_two_halves():
     assert result.converged
     trend = draws + torch.linspace(0, 3, 2000, dtype=torch.float64).view(1, -1, 1)
     assert not check_convergence(trend, -0.5 * trend.square().sum(-1), 1).converged
+
+
+def test_frozen_chains_are_counted_and_warned_about():
+    # two of 64 chains accept almost nothing at an ordinary log density (a stiff region): only
+    # their acceptance shows it, and the warning must say so and suggest a smaller HMC step
+    torch.manual_seed(0)
+    draws = torch.randn(64, 200, 2, dtype=F64)
+    lp = -0.5 * draws.square().sum(-1)
+    acceptance = torch.full((64, 200), 0.65, dtype=F64)
+    assert check_convergence(draws, lp, 1, acceptance=acceptance).converged
+    acceptance[[3, 40]] = 0.01
+    result = check_convergence(draws, lp, 1, acceptance=acceptance)
+    assert result.frozen_chains == 2 and not result.converged
+    message = result.message("hmc")
+    assert "2 chain(s) accepting under 5%" in message and "target_accept_prob" in message
+    assert "kernel='hmc'" in result.message("mala")
+    assert check_convergence(draws, lp, 1).frozen_chains == 0  # not counted without acceptance

@@ -11,7 +11,7 @@ import torch
 from pyro_ebm import EnergyDistribution
 from pyro_ebm.energies import GaussianEnergy
 from pyro_ebm.infer import HMC, KERNELS, MALA, ULA, RandomWalkMH, sample
-from pyro_ebm.infer.base import energy_and_grad, init_state
+from pyro_ebm.infer.base import energy_and_grad, evaluate_energy, init_state
 from pyro_ebm.infer.hmc import leapfrog
 from pyro_ebm.infer.metric import Metric
 
@@ -220,6 +220,94 @@ def test_energy_raising_is_a_divergence_not_a_crash():
     assert torch.isfinite(out.samples).all()
 
 
+def test_a_chain_whose_energy_raises_does_not_reject_the_others():
+    # a batched Cholesky factor raises for the whole batch when one chain's matrix is singular;
+    # only that chain may get a non-finite energy (Stan rejects only the failing chain)
+    calls = []
+
+    def fragile(x):
+        calls.append(x.shape[0])
+        if (x[..., 0] > 3).any():
+            raise RuntimeError("linalg.cholesky: not positive-definite")
+        return 0.5 * x.square().sum(-1)
+
+    x = torch.zeros(8, 3, 2, dtype=torch.float64)  # chain shape (8, 3): chains x batch
+    x[..., 1] = torch.arange(24, dtype=torch.float64).reshape(8, 3) / 10
+    x[5, 1, 0] = 4.0
+    energy, grad = energy_and_grad(fragile, x, 1)
+    bad = torch.zeros(8, 3, dtype=torch.bool)
+    bad[5] = True  # the first dimension is bisected: chain 5 with its batch elements
+    assert torch.isnan(energy[bad]).all() and torch.isnan(grad[bad]).all()
+    assert torch.allclose(energy[~bad], 0.5 * x[~bad].square().sum(-1))
+    assert torch.allclose(grad[~bad], x[~bad])
+    assert len(calls) <= 1 + 2 * math.ceil(math.log2(8))  # a bisection, not one call per chain
+    assert torch.isnan(evaluate_energy(fragile, x, 1)[bad]).all()
+    assert torch.isfinite(evaluate_energy(fragile, x, 1)[~bad]).all()
+    calls.clear()
+    energy, _ = energy_and_grad(fragile, x[:5], 1)
+    assert torch.isfinite(energy).all() and calls == [5]  # nothing raised: one call
+
+
+def test_an_energy_of_the_wrong_shape_is_still_an_error_not_a_rejection():
+    with pytest.raises(ValueError, match="energy returned shape"):
+        energy_and_grad(lambda x: x.sum(), torch.zeros(4, 2), 1)
+    with pytest.raises(ValueError, match="energy returned shape"):
+        evaluate_energy(lambda x: x.sum(), torch.zeros(4, 2), 1)
+
+
+def test_leapfrog_stops_evaluating_a_chain_that_diverged():
+    # chain 0 starts where a quartic's leapfrog blows up; once it is lost the energy must never
+    # see its runaway position again (each such point would raise for the whole batch)
+    raised = []
+
+    def quartic(x):
+        if (x.abs() > 1e3).any():
+            raised.append(x.shape[0])  # the whole batch, then chain 0 alone (the bisection)
+            raise RuntimeError("overflow")
+        return 0.25 * x.pow(4).sum(-1)
+
+    start = torch.tensor([[5.0], [0.1]], dtype=torch.float64)
+    state = init_state(quartic, start, 1, with_grad=True)
+    metric = Metric((1,))
+    p = torch.zeros_like(start)
+    end, _ = leapfrog(quartic, state, p, torch.tensor(0.5, dtype=torch.float64), metric, 30, 1)
+    assert raised in ([], [2, 1])  # at most once
+    assert torch.isnan(end.energy[0]) and torch.equal(end.position[0], start[0])
+    assert torch.isfinite(end.energy[1]) and end.energy[1] < 1e-3
+    # an energy error above the threshold is caught before the chain runs away at all
+    raised.clear()
+    end, _ = leapfrog(quartic, state, p, torch.tensor(0.5, dtype=torch.float64), metric, 30, 1,
+                      max_energy_error=1000.0)  # fmt: skip
+    assert not raised and torch.isnan(end.energy[0]) and torch.isfinite(end.energy[1])
+
+
+def test_step_size_jitter_is_log_uniform_per_chain():
+    from pyro_ebm.infer.hmc import jitter_factor
+
+    gen = torch.Generator().manual_seed(0)
+    u = jitter_factor(torch.zeros(20000, dtype=torch.float64), 0.5, gen)
+    assert u.min() >= 0.5 and u.max() <= 1.0
+    # log u = U log(0.5), U ~ U(0, 1): mean log(0.5) / 2, sd |log 0.5| / sqrt(12)
+    z = (u.log().mean() - math.log(0.5) / 2) / (abs(math.log(0.5)) / math.sqrt(12 * 20000))
+    assert abs(z) < Z_CRIT
+    with pytest.raises(ValueError, match="step_size_jitter"):
+        HMC(step_size_jitter=1.0)
+
+
+def test_step_size_jitter_unfreezes_a_step_beyond_the_stability_limit_and_stays_exact():
+    # leapfrog on a unit Gaussian is unstable for eps > 2: at 2.5 a chain can never move;
+    # the default jitter (steps in [0.625, 2.5]) lets it move, and stays exact
+    init = torch.randn(32, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kw = dict(num_chains=32, init=init, seed=0, progress_bar=False, check_convergence=False)
+    fixed = dict(step_size=2.5, adapt_step_size=False, adapt_mass_matrix=False, num_steps=10)
+    frozen = sample(iso_energy, 300, kernel=HMC(step_size_jitter=0.0, **fixed), **kw)
+    assert frozen.stats["acceptance_rate"].mean() < 0.02
+    out = sample(iso_energy, 1500, kernel=HMC(**fixed), **kw)
+    assert out.stats["acceptance_rate"].mean() > 0.2
+    z_mean, z_var = mcse_zscores(out.samples, torch.zeros(1), torch.ones(1))
+    assert z_mean.abs().max() < Z_CRIT and z_var.abs().max() < Z_CRIT
+
+
 def test_hmc_divergent_trajectories_are_capped():
     kernel = HMC(step_size=50.0, adapt_step_size=False, num_steps=20)
     out = sample(iso_energy, 20, num_chains=4, kernel=kernel, event_shape=(2,), seed=0,
@@ -291,7 +379,12 @@ def test_trajectory_length_sets_and_caps_the_leapfrog_steps():
     capped = sample(iso_energy, 5, kernel=HMC(step_size=1e-6, trajectory_length=1.0,
                                               max_num_steps=16), **kw)  # fmt: skip
     assert (capped.stats["n_steps"] == 16).all()
-    jittered = sample(iso_energy, 60, kernel=HMC(step_size=0.25, trajectory_length=2.0), **kw)
+    unjittered = HMC(step_size=0.25, trajectory_length=2.0, step_size_jitter=0.0)
+    jittered = sample(iso_energy, 60, kernel=unjittered, **kw)
     # time jittered uniformly in (0, T]: ceil(u * 8) steps, all of 1..8 in 60 draws
     steps = jittered.stats["n_steps"]
     assert steps.max() == 8 and steps.min() >= 1 and steps.unique().numel() >= 6
+    # with the step-size jitter, steps are counted at the mean jittered step 0.25 E[u]
+    mean_u = 0.75 / math.log(4.0)
+    both = sample(iso_energy, 60, kernel=HMC(step_size=0.25, trajectory_length=2.0), **kw)
+    assert both.stats["n_steps"].max() == math.ceil(2.0 / (0.25 * mean_u))
