@@ -14,7 +14,9 @@ and prints, per run, the largest z-score of a posterior mean against the referen
 ESS, min-ESS per second (warmup included) and that rate relative to Pyro's NUTS. A run passes
 when max z < 5, every sd is within 15% and ESS >= 400 (the criterion of the shared README).
 
-Run: ``python bench/posteriors.py [--quick] [--only NAME]``.
+Run: ``python bench/posteriors.py [--quick] [--only NAME]``; ``--mala-ceiling`` instead runs
+MALA's best case (started at HMC's draws, their covariance as the metric, fixed step sizes): if
+no step size passes there, no MALA warmup can.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from posteriordb_models import ALL, check_energy
 from pyro.infer import MCMC, NUTS
 
-from pyro_ebm.infer import ConvergenceWarning, sample
+from pyro_ebm.infer import MALA, ConvergenceWarning, sample
 
 
 def score(draws: dict[str, np.ndarray], reference: dict, seconds: float) -> dict:
@@ -92,14 +94,55 @@ def run_nuts(post, seed: int, warmup: int = 300, num_samples: int = 500) -> dict
     return score(named, post.reference, seconds)
 
 
+def mala_ceiling(post, num_samples: int, seed: int) -> None:
+    """MALA's best case on ``post``: started at HMC's draws, with their covariance as the
+    metric and fixed step sizes (no warmup). If no step size reaches ESS >= 400 and R-hat
+    <= 1.01 here, no MALA warmup can reach it within ``num_samples`` draws."""
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sample(post.energy, num_samples, kernel="hmc", num_chains=128,
+                     event_shape=(post.dim,), dtype=torch.float64, seed=seed + 1,
+                     progress_bar=False)  # fmt: skip
+    cov = torch.cov(ref.samples.reshape(-1, post.dim).T)
+    init = ref.samples[:, -1]
+    print(f"{post.name}: MALA from HMC's draws, their covariance as metric, no warmup")
+    for eps in (0.01, 0.02, 0.04, 0.08, 0.16):
+        kern = MALA(step_size=eps, adapt_step_size=False, inv_mass=cov)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = sample(post.energy, num_samples, kernel=kern, num_chains=128, init=init,
+                         event_shape=(post.dim,), dtype=torch.float64, seed=seed,
+                         warmup_steps=0, restart_chains=False, progress_bar=False)  # fmt: skip
+        named = {k: v.numpy() for k, v in post.constrain(out.samples).items()}
+        res = score(named, post.reference, 1.0)
+        rhat = max(float(az.rhat(v)) for v in named.values())
+        accept = float(out.stats["acceptance_rate"].mean())
+        print(
+            f"  step {eps:5.2f}: accept {accept:.2f}, max z {res['z']:.2f}, sd err "
+            f"{res['sd']:.3f}, min ESS {res['ess']:.0f}, max R-hat {rhat:.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip Pyro NUTS")
     parser.add_argument("--only", default=None, help="substring of a posterior's name")
     parser.add_argument("--num-samples", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mala-ceiling",
+        action="store_true",
+        help="only MALA's best case (HMC's draws, their covariance, fixed steps)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.mala_ceiling:
+        for make in ALL:
+            post = make()
+            if not args.only or args.only in post.name:
+                mala_ceiling(post, args.num_samples, args.seed)
+        return
     header = (f"{'posterior':40s} {'run':10s} {'max z':>6s} {'sd err':>6s} {'min ESS':>8s} "
               f"{'s':>6s} {'ESS/s':>8s} {'vs NUTS':>7s} {'pass':>4s}  notes")  # fmt: skip
     print(header)

@@ -56,7 +56,9 @@ from pyro_ebm.infer import HMC, MALA, VectorizedMCMC
 
 smoke_test = "CI" in os.environ
 NUTS_WARMUP, NUTS_SAMPLES = (100, 200) if smoke_test else (1_000, 1_000)
-CHAINS, SAMPLES = (32, 400) if smoke_test else (64, 500)
+# 64 chains in the smoke test too: with 32, MALA's few effective draws per superchain push
+# nested R-hat over 1.01 on a converged run (7 of 8 seeds warned on the inverse problem)
+CHAINS, SAMPLES = (64, 400) if smoke_test else (64, 500)
 WARMUP = None  # the engine's default, max(num_samples, 500)
 torch.set_default_dtype(torch.float64)
 pyro.set_rng_seed(0)

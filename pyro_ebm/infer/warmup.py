@@ -43,7 +43,9 @@ posteriordb posteriors, what survives it, and what this warmup does:
    the longest direction, whose scale that is; measured: keeping the length inflated it to
    13-23 on a 20-d Gaussian with scales 1e-2..1e2, where 1.3 is right, and restarting it from
    1 left it too short under a diagonal metric on a rotated target). The final length is the
-   average of :math:`\\log T` over the terminal interval.
+   average of :math:`\\log T` over the terminal interval. Each transition's step is jittered
+   per chain (``HMC(step_size_jitter=)``); the leapfrog steps are counted at the mean jittered
+   step and ChEES reads each chain's own integration time.
 
 References: Stan Reference Manual, *HMC algorithm parameters* (windowed adaptation); Hoffman &
 Gelman (2014), JMLR 15; Hoffman, Radul & Sountsov (2021), AISTATS (ChEES, many-chain
