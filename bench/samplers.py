@@ -149,7 +149,7 @@ def throughput(num_chains: int, draws: int, pyro_draws: int) -> dict[str, float]
 ESS_CASES = [  # (label, kernel alias, settings)
     ("mala", "mala", {}),
     ("hmc", "hmc", {}),  # the default: ChEES-adapted trajectory length, jittered
-    ("hmc10", "hmc", {"num_steps": 10}),  # a fixed 10 steps, no jitter
+    ("hmc10", "hmc", {"num_steps": 10, "step_size_jitter": 0.0}),  # fixed 10 steps, no jitter
 ]
 
 

@@ -128,11 +128,16 @@ class Kernel(PyroKernelAdapter):
 
     def tuning(
         self, trajectory: float | None, step_size: float, *, fraction: float = 1.0,
-        early: bool = False,
+        early: bool = False, jitter: float = 0.0,
     ) -> dict:  # fmt: skip
         """Per-transition settings passed to :meth:`step` (none for a kernel without a
-        trajectory; HMC: the leapfrog steps for time ``fraction * trajectory``)."""
+        trajectory; HMC: the leapfrog steps for time ``fraction * trajectory`` and the
+        step-size ``jitter`` in force)."""
         return {}
+
+    def resolved_jitter(self, auto_on: bool) -> float:
+        """The step-size jitter in force (0 for kernels without one; see :class:`HMC`)."""
+        return 0.0
 
     def probe_tuning(self) -> dict:
         """Settings for proposals that only probe the acceptance (the step-size search)."""
@@ -286,7 +291,8 @@ class HMC(Kernel):
         :data:`SINGLE_CHAIN_TRAJECTORY` in the units of the adapted mass matrix, jittered the
         same way.
     num_steps:
-        A fixed number of leapfrog steps per transition instead (no jitter, no ChEES).
+        A fixed number of leapfrog steps per transition instead (no trajectory jitter, no
+        ChEES; the step-size jitter below still applies unless ``step_size_jitter=0``).
     max_num_steps:
         Cap on the leapfrog steps of one transition, so a small step size can never make a
         transition hang. While the mass matrix is not yet estimated (early warmup) the cap is
@@ -297,18 +303,23 @@ class HMC(Kernel):
         Each transition of each chain uses the step size :math:`\\epsilon u` with :math:`u`
         drawn log-uniformly in :math:`[1 - j, 1]` (Neal 2011, sec. 5.4, randomizes the step
         the same way; Stan's ``stepsize_jitter`` draws it uniformly in :math:`[1 - j, 1 + j]`).
-        A mixture of reversible kernels, so it leaves the target invariant. Default 0.75 (a
-        factor of four): one step size cannot suit a posterior whose curvature changes from
-        region to region (a Gaussian process's length scale and amplitude, a hierarchical
-        scale); a chain that enters a stiffer region, where the adapted step is beyond the
-        leapfrog's stability limit, rejects nearly every proposal and can stay there for the
-        whole run, while with the jitter it moves on its shorter steps. Measured
-        (``bench/posteriors.py``, 128 chains, seeds 0-3 on ``gp_pois_regr``): without jitter
-        2 of 128 chains froze at acceptance 0.01 and min-ESS/s was 34; with 0.5, one seed of
-        four still froze 2 chains and min-ESS/s ranged 28-187; with 0.75 no chain froze, ESS
-        was 6,700-8,800 and min-ESS/s 104-122. On the three smoother shared posteriors it
-        costs up to 2x in min-ESS/s (eight schools 1,400-2,200 against 2,200-4,300 with 0.5).
-        ``0`` turns it off.
+        A mixture of reversible kernels, so it leaves the target invariant. It is for
+        posteriors whose curvature changes from region to region (a Gaussian process's length
+        scale and amplitude, a hierarchical scale): a chain that enters a region stiffer than
+        the adapted step allows (beyond the leapfrog's stability limit) rejects nearly every
+        proposal and can stay there for the whole run, while with the jitter it moves on its
+        shorter steps. ``None`` (default): automatic in the many-chain runner. Warmup runs
+        without it; at the end of each slow adaptation window from the second on, if a chain
+        that was not restarted accepted under 5% of its proposals over the window while the
+        median chain accepted at least 30% (one step size cannot suit every region), the
+        jitter :data:`~pyro_ebm.infer.hmc.STEP_SIZE_JITTER` (0.75, a factor of four) is turned
+        on for the rest of warmup and for sampling (``Samples.step_size_jitter`` says which).
+        Measured (``bench/posteriors.py``, 128 chains): on ``gp_pois_regr`` (seeds 0-3)
+        without jitter 2 of 128 chains froze at acceptance 0.01 and min ESS was 1,100-1,800;
+        with 0.5 one seed of four still froze 2 chains; with 0.75 none froze and min ESS was
+        6,900-8,300. On smooth targets it costs: ESS per gradient on a 10-d Gaussian 0.27
+        with it, 0.35 without, which is why it is not always on. A number fixes it (``0``:
+        off) in every runner; in ``pyro.infer.MCMC`` ``None`` means off.
     target_accept_prob:
         Default 0.65 (Beskos et al. 2013). Other arguments as :class:`Kernel`.
 
@@ -339,7 +350,7 @@ class HMC(Kernel):
         num_steps: int | None = None,
         max_num_steps: int = 1024,
         max_energy_error: float = 1000.0,
-        step_size_jitter: float = hmc.STEP_SIZE_JITTER,
+        step_size_jitter: float | None = None,
         **kwargs,
     ) -> None:
         if trajectory_length is not None and num_steps is not None:
@@ -348,15 +359,16 @@ class HMC(Kernel):
         self.num_steps = None if num_steps is None else check_int("num_steps", num_steps, 1)
         self.max_num_steps = check_int("max_num_steps", max_num_steps, 1)
         self.max_energy_error = _check_positive("max_energy_error", max_energy_error)
-        if (
+        if step_size_jitter is not None and (
             isinstance(step_size_jitter, bool)
             or not isinstance(step_size_jitter, int | float)
             or not 0 <= step_size_jitter < 1
         ):
             raise ValueError(
-                f"step_size_jitter must be a number in [0, 1); got {step_size_jitter!r}"
+                f"step_size_jitter must be None (automatic) or a number in [0, 1); "
+                f"got {step_size_jitter!r}"
             )
-        self.step_size_jitter = float(step_size_jitter)
+        self.step_size_jitter = None if step_size_jitter is None else float(step_size_jitter)
         super().__init__(model, potential_fn, **kwargs)
 
     @property
@@ -370,35 +382,45 @@ class HMC(Kernel):
             return None
         return self.trajectory_length or self.SINGLE_CHAIN_TRAJECTORY
 
-    def tuning(self, trajectory, step_size, *, fraction=1.0, early=False) -> dict:
+    def resolved_jitter(self, auto_on: bool) -> float:
+        """The step-size jitter in force: the fixed one, else (automatic) ``STEP_SIZE_JITTER``
+        once warmup turned it on (``auto_on``) and 0 before."""
+        if self.step_size_jitter is not None:
+            return self.step_size_jitter
+        return hmc.STEP_SIZE_JITTER if auto_on else 0.0
+
+    def tuning(self, trajectory, step_size, *, fraction=1.0, early=False, jitter=0.0) -> dict:
         if self.num_steps is not None or trajectory is None:
-            return {"num_steps": self.num_steps or 10}
-        return {"num_steps": self.leapfrog_steps(fraction * trajectory, step_size, early)}
+            return {"num_steps": self.num_steps or 10, "step_size_jitter": jitter}
+        steps = self.leapfrog_steps(fraction * trajectory, step_size, early, jitter)
+        return {"num_steps": steps, "step_size_jitter": jitter}
 
     def probe_tuning(self) -> dict:
         return {"num_steps": 1}  # one leapfrog step: the acceptance at a step size, cheaply
 
     def step(self, energy_fn, state, step_size, metric, generator, event_dim, **tuning):
-        """One HMC transition with ``tuning["num_steps"]`` leapfrog steps (default: fixed)."""
+        """One HMC transition with ``tuning["num_steps"]`` leapfrog steps (default: fixed) and
+        the step-size jitter ``tuning["step_size_jitter"]`` (default: the fixed one, else 0)."""
         num_steps = tuning.get("num_steps") or self.num_steps or 10
-        if self.step_size_jitter > 0:
-            step_size = step_size * hmc.jitter_factor(
-                state.energy, self.step_size_jitter, generator
-            )
+        jitter = tuning.get("step_size_jitter", self.resolved_jitter(False))
+        if jitter > 0:
+            step_size = step_size * hmc.jitter_factor(state.energy, jitter, generator)
         return hmc.step(
             energy_fn, state, step_size, metric, generator, event_dim,
             num_steps=int(num_steps), max_energy_error=self.max_energy_error,
         )  # fmt: skip
 
-    def leapfrog_steps(self, trajectory: float, step_size: float, early: bool) -> int:
+    def leapfrog_steps(
+        self, trajectory: float, step_size: float, early: bool, jitter: float = 0.0
+    ) -> int:
         """Steps for integration time ``trajectory`` at ``step_size``, within the caps.
 
-        With step-size jitter the steps are counted at the mean jittered step, so the mean
+        With step-size ``jitter`` the steps are counted at the mean jittered step, so the mean
         integration time is ``trajectory`` (each chain's time varies with its factor).
         """
         if self.num_steps is not None:
             return self.num_steps
-        step_size = step_size * hmc.mean_jitter_factor(self.step_size_jitter)
+        step_size = step_size * hmc.mean_jitter_factor(jitter)
         cap = min(self.EARLY_MAX_STEPS, self.max_num_steps) if early else self.max_num_steps
         if not math.isfinite(trajectory / step_size):
             return cap

@@ -136,10 +136,12 @@ class PyroKernelAdapter(MCMCKernel):
         """One transition's settings: a trajectory's time jittered uniformly in (0, T]."""
         length = self.trajectory  # one chain: no ChEES, a fixed length in the metric's units
         if length is None:
-            return self.tuning(None, float(eps))
+            return self.tuning(None, float(eps), jitter=self.resolved_jitter(False))
         jitter = 1.0 - float(torch.rand(()))
         early = warmup and self._metric.kind == "identity" and self.adapt_mass_matrix
-        return self.tuning(length, float(eps), fraction=jitter, early=early)
+        return self.tuning(
+            length, float(eps), fraction=jitter, early=early, jitter=self.resolved_jitter(False)
+        )
 
     def _initial_step_size(self) -> Tensor:
         state, metric, kernel = self._state, self._metric, self.warmup_kernel

@@ -247,6 +247,7 @@ def sample(
     restarts = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
     warm_div = torch.zeros_like(restarts)
     length = kern.trajectory
+    jitter = kern.resolved_jitter(False)
     if warmup_steps:
         bar = progress(total=warmup_steps, desc="warmup", enabled=cfg.progress_bar)
         result = run_warmup(
@@ -260,7 +261,8 @@ def sample(
         )  # fmt: skip
         if result.trajectory_length is not None:
             length = result.trajectory_length
-    out = _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length)
+        jitter = result.step_size_jitter
+    out = _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length, jitter)
     out.warmup_divergences, out.warmup_restarts = warm_div, restarts
     out._checkpoint["warmup_done"] = True
     if shard:
@@ -368,15 +370,18 @@ class _Recorder:
         self.filled += n
 
 
-def _tuning(kern: Kernel, length: float | None, eps: Tensor, host_gen) -> dict:
-    """Settings of one sampling transition; a trajectory's time is jittered in (0, T]."""
+def _tuning(kern: Kernel, length: float | None, eps: Tensor, host_gen, jitter: float) -> dict:
+    """Settings of one sampling transition; a trajectory's time is jittered in (0, T]
+    (``jitter``: the step-size jitter warmup left in force)."""
     if length is None:
-        return kern.tuning(None, float("nan"))
-    jitter = 1.0 - float(torch.rand((), generator=host_gen))  # in (0, 1]
-    return kern.tuning(length, float(eps.median()), fraction=jitter)
+        return kern.tuning(None, float("nan"), jitter=jitter)
+    fraction = 1.0 - float(torch.rand((), generator=host_gen))  # in (0, 1]
+    return kern.tuning(length, float(eps.median()), fraction=fraction, jitter=jitter)
 
 
-def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length) -> Samples:
+def _draw(
+    kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length, jitter=0.0
+) -> Samples:
     event_dim = len(tgt.event_shape)
     chain_shape = state.energy.shape
     store = cfg.sample_device or tgt.device
@@ -394,7 +399,7 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
         accept = torch.zeros_like(state.energy)
         any_div = torch.zeros(chain_shape, dtype=torch.bool, device=tgt.device)
         for _ in range(cfg.thin):
-            tuning = _tuning(kern, length, eps, host_gen)
+            tuning = _tuning(kern, length, eps, host_gen, jitter)
             state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **tuning)
             accept = accept + info.acceptance_rate
             any_div = any_div | info.diverging
@@ -422,6 +427,7 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
         "grad": state.grad,
         "step_size": eps,
         "trajectory_length": length,
+        "step_size_jitter": jitter,
         "metric": metric.state_dict(),
         "generator": None if gen is None else gen.get_state(),
         "host_generator": None if host_gen is None or host_gen is gen else host_gen.get_state(),
@@ -437,6 +443,7 @@ def _draw(kern, tgt, state, eps, metric, gen, host_gen, cfg, num_samples, length
         kernel=kern.name,
         warmup_divergences=torch.zeros(chain_shape, dtype=torch.long, device=tgt.device),
         trajectory_length=length,
+        step_size_jitter=jitter,
         _checkpoint=checkpoint,
         _target=tgt,
     )
@@ -489,7 +496,7 @@ def resume(target, state_dict: dict, num_samples: int, *, progress_bar: bool | N
             host_gen = torch.Generator()
             host_gen.set_state(sd["host_generator"])
     out = _draw(kern, tgt, state, sd["step_size"], metric, gen, host_gen, cfg, num_samples,
-                sd["trajectory_length"])  # fmt: skip
+                sd["trajectory_length"], sd.get("step_size_jitter", 0.0))  # fmt: skip
     if sd.get("sharded"):
         out = _gather(out)
     _check(out, cfg, len(tgt.event_shape))

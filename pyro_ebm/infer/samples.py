@@ -41,6 +41,9 @@ class Samples:
         How often each chain was restarted from a healthy chain during warmup.
     trajectory_length:
         HMC's integration time after warmup (ChEES-adapted), else ``None``.
+    step_size_jitter:
+        HMC's step-size jitter used in sampling (fixed, or turned on by warmup when chains
+        froze; see :class:`~pyro_ebm.infer.HMC`), else 0.
     convergence:
         The R-hat/ESS check of the draws (``None`` if not run).
     """
@@ -53,6 +56,7 @@ class Samples:
     warmup_divergences: Tensor
     warmup_restarts: Tensor | None = None
     trajectory_length: float | None = None
+    step_size_jitter: float = 0.0
     convergence: Convergence | None = None
     _checkpoint: dict = field(repr=False, default_factory=dict)
     _target: Any = field(repr=False, default=None)

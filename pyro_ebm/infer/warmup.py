@@ -65,6 +65,7 @@ from torch import Tensor
 from .adaptation import DualAveraging, find_initial_step_size, warmup_windows
 from .base import EnergyFn, Info, State
 from .chees import ChEES
+from .convergence import FROZEN_ACCEPT
 from .metric import Metric
 
 __all__ = [
@@ -93,6 +94,7 @@ class WarmupResult:
     trajectory_length: float | None
     restarts: Tensor
     divergences: Tensor
+    step_size_jitter: float = 0.0
 
 
 def search_step_size(
@@ -251,6 +253,20 @@ class _Snapshots:
         return estimate_inv_mass(rows, dense and rows.shape[0] >= 2 * rows.shape[1])
 
 
+def frozen_in_window(rate: Tensor, restarted: Tensor) -> bool:
+    """Whether a slow window shows chains frozen by a step too large for where they are.
+
+    ``rate`` is each chain's mean acceptance over the window. True when a chain that was not
+    restarted during it accepted under :data:`~pyro_ebm.infer.convergence.FROZEN_ACCEPT` while
+    the median chain accepted at least 0.3: the shared step suits most of the posterior but
+    not every region of it, which turns on HMC's automatic step-size jitter.
+    """
+    kept = rate[~restarted]
+    if kept.numel() < 2:
+        return False
+    return bool((kept < FROZEN_ACCEPT).any()) and float(kept.median()) >= 0.3
+
+
 def run_warmup(
     kernel,
     energy_fn: EnergyFn,
@@ -300,6 +316,10 @@ def run_warmup(
     snaps: _Snapshots | None = None
     restarted_in_window = torch.zeros(chain_shape, dtype=torch.bool, device=restarts.device)
     metric_estimated = not kernel.adapt_mass_matrix
+    jitter_on = False  # HMC's automatic step-size jitter (see ``frozen_in_window``)
+    window_accept = torch.zeros_like(state.energy)
+    window_n = 0
+    windows_seen = 0
 
     def accept_at(e: Tensor) -> Tensor:
         probe = warm.probe_tuning()
@@ -338,12 +358,16 @@ def run_warmup(
         if chees is not None:
             length = chees.length
         u = chees.jitter() if chees is not None else 1.0
-        kw = kernel.tuning(length, float(eps.median()), fraction=u, early=early)
+        jitter = kernel.resolved_jitter(jitter_on)
+        median_eps = float(eps.median()) if length is not None else math.nan
+        kw = kernel.tuning(length, median_eps, fraction=u, early=early, jitter=jitter)
         start = state
         state, info = step(energy_fn, state, eps, metric, generator, event_dim, **kw)
         acceptance = torch.nan_to_num(info.acceptance_rate, nan=0.0)
         accept_sum = accept_sum + acceptance
         accept_n += 1
+        window_accept = window_accept + acceptance
+        window_n += 1
         divergences.add_(info.diverging.long())
         if kernel.adapt_step_size:
             if i < init_end:  # per chain, no memory: each chain follows its own geometry
@@ -365,6 +389,10 @@ def run_warmup(
         if snaps is not None:
             snaps.add(state.position)
         if i in ends:  # a slow window ends: restarts, then the metric from healthy chains
+            windows_seen += 1
+            if windows_seen >= 2 and not jitter_on:
+                rate = window_accept / max(window_n, 1)
+                jitter_on = frozen_in_window(rate, restarted_in_window)
             do_restarts(i)
             include = ~restarted_in_window & ~find_stuck_chains(
                 -state.energy, torch.ones_like(state.energy), eps, size
@@ -395,6 +423,8 @@ def run_warmup(
             window_end = next(e for e in ends if e > i)
             snaps = _Snapshots(window_end - i, chain_shape, size)
             restarted_in_window.zero_()
+            window_accept = torch.zeros_like(window_accept)
+            window_n = 0
         if progress is not None:
             progress(i, info, divergences, restarts)
     if log_eps_n:
@@ -403,4 +433,5 @@ def run_warmup(
         eps = dual.final_step_size()
     if chees is not None:
         length = chees.final_length()
-    return WarmupResult(state, eps, length, restarts, divergences)
+    jitter = kernel.resolved_jitter(jitter_on)
+    return WarmupResult(state, eps, length, restarts, divergences, jitter)

@@ -296,16 +296,45 @@ def test_step_size_jitter_is_log_uniform_per_chain():
 
 def test_step_size_jitter_unfreezes_a_step_beyond_the_stability_limit_and_stays_exact():
     # leapfrog on a unit Gaussian is unstable for eps > 2: at 2.5 a chain can never move;
-    # the default jitter (steps in [0.625, 2.5]) lets it move, and stays exact
+    # a jitter of 0.75 (steps in [0.625, 2.5]) lets it move, and stays exact
     init = torch.randn(32, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     kw = dict(num_chains=32, init=init, seed=0, progress_bar=False, check_convergence=False)
     fixed = dict(step_size=2.5, adapt_step_size=False, adapt_mass_matrix=False, num_steps=10)
     frozen = sample(iso_energy, 300, kernel=HMC(step_size_jitter=0.0, **fixed), **kw)
     assert frozen.stats["acceptance_rate"].mean() < 0.02
-    out = sample(iso_energy, 1500, kernel=HMC(**fixed), **kw)
+    out = sample(iso_energy, 1500, kernel=HMC(step_size_jitter=0.75, **fixed), **kw)
     assert out.stats["acceptance_rate"].mean() > 0.2
     z_mean, z_var = mcse_zscores(out.samples, torch.zeros(1), torch.ones(1))
     assert z_mean.abs().max() < Z_CRIT and z_var.abs().max() < Z_CRIT
+
+
+def funnel_energy(z: torch.Tensor) -> torch.Tensor:
+    """Neal's funnel: v ~ N(0, 1.5^2), x_k | v ~ N(0, e^v), 4 x's: the curvature in x grows
+    100-fold from the mouth to the neck."""
+    v, x = z[..., 0], z[..., 1:]
+    return 0.5 * (v / 1.5) ** 2 + 0.5 * (x.square() * torch.exp(-v)[..., None]).sum(-1) + 2 * v
+
+
+def test_automatic_step_size_jitter_turns_on_where_chains_freeze_and_only_there():
+    from pyro_ebm.infer.warmup import frozen_in_window
+
+    rate = torch.full((16,), 0.6, dtype=torch.float64)
+    none = torch.zeros(16, dtype=torch.bool)
+    assert not frozen_in_window(rate, none)
+    rate[3] = 0.01
+    assert frozen_in_window(rate, none)
+    restarted = none.clone()
+    restarted[3] = True
+    assert not frozen_in_window(rate, restarted)  # a restarted chain says nothing
+    assert not frozen_in_window(torch.full((16,), 0.01, dtype=torch.float64), none)  # all bad
+    kw = dict(event_shape=(5,), dtype=torch.float64, seed=0, progress_bar=False,
+              check_convergence=False)  # fmt: skip
+    smooth = sample(iso_energy, 50, kernel="hmc", num_chains=32, **kw)
+    assert smooth.step_size_jitter == 0.0
+    funnel = sample(funnel_energy, 50, kernel="hmc", num_chains=64, **kw)
+    assert funnel.step_size_jitter == 0.75
+    fixed = sample(funnel_energy, 50, kernel=HMC(step_size_jitter=0.0), num_chains=32, **kw)
+    assert fixed.step_size_jitter == 0.0
 
 
 def test_hmc_divergent_trajectories_are_capped():
@@ -386,5 +415,6 @@ def test_trajectory_length_sets_and_caps_the_leapfrog_steps():
     assert steps.max() == 8 and steps.min() >= 1 and steps.unique().numel() >= 6
     # with the step-size jitter, steps are counted at the mean jittered step 0.25 E[u]
     mean_u = 0.75 / math.log(4.0)
-    both = sample(iso_energy, 60, kernel=HMC(step_size=0.25, trajectory_length=2.0), **kw)
+    both = sample(iso_energy, 60, kernel=HMC(step_size=0.25, trajectory_length=2.0,
+                                             step_size_jitter=0.75), **kw)  # fmt: skip
     assert both.stats["n_steps"].max() == math.ceil(2.0 / (0.25 * mean_u))
