@@ -43,9 +43,12 @@ posteriordb posteriors, what survives it, and what this warmup does:
    the longest direction, whose scale that is; measured: keeping the length inflated it to
    13-23 on a 20-d Gaussian with scales 1e-2..1e2, where 1.3 is right, and restarting it from
    1 left it too short under a diagonal metric on a rotated target). The final length is the
-   average of :math:`\\log T` over the terminal interval. Each transition's step is jittered
-   per chain (``HMC(step_size_jitter=)``); the leapfrog steps are counted at the mean jittered
-   step and ChEES reads each chain's own integration time.
+   average of :math:`\\log T` over the terminal interval. From the second slow window on,
+   a window in which a chain that was not restarted accepted under 5% while the median chain
+   accepted 30% or more turns on HMC's automatic step-size jitter (:func:`frozen_in_window`,
+   ``HMC(step_size_jitter=None)``) for the rest of warmup and for sampling; the leapfrog steps
+   are then counted at the mean jittered step and ChEES reads each chain's own integration
+   time.
 
 References: Stan Reference Manual, *HMC algorithm parameters* (windowed adaptation); Hoffman &
 Gelman (2014), JMLR 15; Hoffman, Radul & Sountsov (2021), AISTATS (ChEES, many-chain
