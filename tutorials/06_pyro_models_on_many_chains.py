@@ -52,12 +52,10 @@ from pyro.infer import MCMC, NUTS, Predictive
 
 from pyro_ebm import EnergyDistribution
 from pyro_ebm.energies import BananaEnergy
-from pyro_ebm.infer import HMC, MALA, VectorizedMCMC
+from pyro_ebm.infer import HMC, VectorizedMCMC
 
 smoke_test = "CI" in os.environ
 NUTS_WARMUP, NUTS_SAMPLES = (100, 200) if smoke_test else (1_000, 1_000)
-# 64 chains in the smoke test too: with 32, MALA's few effective draws per superchain push
-# nested R-hat over 1.01 on a converged run (7 of 8 seeds warned on the inverse problem)
 CHAINS, SAMPLES = (64, 400) if smoke_test else (64, 500)
 WARMUP = None  # the engine's default, max(num_samples, 500)
 torch.set_default_dtype(torch.float64)
@@ -175,7 +173,9 @@ def inverse_problem(y):
     pyro.sample("y", dist.Normal(x @ A.T, noise.unsqueeze(-1)).to_event(1), obs=y)
 
 
-side_by_side(both(inverse_problem, MALA, y_obs), ["x", "noise"])
+# HMC, not MALA: MALA's effective draws here vary from run to run (271 to 1,800 at these
+# sizes; a small noise scale makes the likelihood sharp), and it warns when they fall short
+side_by_side(both(inverse_problem, HMC, y_obs), ["x", "noise"])
 
 # %% [markdown]
 # `bench/vectorized_models.py` runs both models at full size against exact references
