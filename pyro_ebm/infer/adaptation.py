@@ -98,11 +98,10 @@ class DualAveraging:
         acceptance = torch.nan_to_num(acceptance, nan=0.0).to(self.log_step.dtype)
         self.t += 1
         t = self.t
-        eta = 1.0 / (t + self.t0)
-        self.h_avg = (1 - eta) * self.h_avg + eta * (self.target_accept - acceptance)
-        self.log_step = self.mu - math.sqrt(t) / self.gamma * self.h_avg
-        weight = t ** (-self.kappa)
-        self.log_step_avg = weight * self.log_step + (1 - weight) * self.log_step_avg
+        # h <- (1 - eta) h + eta (delta - a);  avg <- (1 - w) avg + w log_eps  (as lerps)
+        self.h_avg = torch.lerp(self.h_avg, self.target_accept - acceptance, 1.0 / (t + self.t0))
+        self.log_step = torch.add(self.mu, self.h_avg, alpha=-math.sqrt(t) / self.gamma)
+        self.log_step_avg = torch.lerp(self.log_step_avg, self.log_step, t ** (-self.kappa))
         return self.log_step.exp()
 
     def final_step_size(self) -> Tensor:

@@ -284,7 +284,7 @@ def acceptance_probability(log_ratio: Tensor) -> tuple[Tensor, Tensor]:
     probability 0: it is rejected and reported as diverging. Shared by the eager steps, the
     compiled transition and ULA's would-be acceptance.
     """
-    finite = torch.isfinite(log_ratio)
+    finite = log_ratio.abs() < math.inf  # False for NaN and +-inf; two kernels, not four
     prob = log_ratio.nan_to_num(nan=-math.inf, posinf=-math.inf).clamp(max=0.0).exp()
     return prob, finite
 

@@ -18,6 +18,8 @@ their discrete approximations*, Bernoulli 2(4).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -36,6 +38,7 @@ from .metric import Metric
 __all__ = ["NEEDS_GRAD", "TARGET_ACCEPT", "langevin_log_q", "log_ratio", "proposal", "step"]
 
 TARGET_ACCEPT = 0.574
+_SQRT2 = math.sqrt(2.0)
 NEEDS_GRAD = True
 
 
@@ -62,13 +65,27 @@ def log_ratio(
 ) -> Tensor:
     """MH log ratio :math:`E(x) - E(y) + \\log q(x\\mid y) - \\log q(y\\mid x)` per chain.
 
-    The forward density needs no solve: :math:`\\log q(y\\mid x) = -\\tfrac12\\lVert\\xi\\rVert^2`
-    for the noise ``xi`` that made the proposal. A non-finite energy or gradient at the
-    proposal makes the ratio non-finite.
+    For the proposal :math:`y = x - \\epsilon M^{-1}\\nabla E(x) + \\sqrt{2\\epsilon}\\,L\\xi`
+    made with the noise ``xi``, write :math:`s = \\nabla E(x) + \\nabla E(y)`. The reverse
+    residual is :math:`x - y + \\epsilon M^{-1}\\nabla E(y)
+    = L(\\epsilon L^\\top s - \\sqrt{2\\epsilon}\\,\\xi)`, so with
+    :math:`w = \\tfrac12\\sqrt{\\epsilon}\\,L^\\top s`
+
+    .. math::
+        \\log q(x\\mid y) - \\log q(y\\mid x)
+        = \\tfrac12\\lVert\\xi\\rVert^2 - \\lVert w - \\xi/\\sqrt2\\rVert^2
+        = w^\\top(\\sqrt2\\,\\xi - w),
+
+    one product with :math:`L^\\top` and no solve, and no cancellation between two large
+    squared norms (:func:`langevin_log_q` is the direct form it equals). A non-finite energy
+    or gradient at the proposal makes the ratio non-finite.
     """
-    log_q_back = langevin_log_q(current, proposed, step_size, metric)
-    log_q_forward = -0.5 * sum_event(xi * xi, metric.event_dim)
-    return current.energy - proposed.energy + log_q_back - log_q_forward
+    half_root = 0.5 * step_size.sqrt()
+    if step_size.dim():
+        half_root = per_chain(half_root, metric.event_dim)
+    w = metric.scale_t(current.grad + proposed.grad) * half_root
+    correction = sum_event(w * (_SQRT2 * xi - w), metric.event_dim)
+    return current.energy - proposed.energy + correction
 
 
 def step(

@@ -86,6 +86,15 @@ class Metric:
             return xi * self._scale
         return self._unflat(self._flat(xi) @ self._scale.T)
 
+    def scale_t(self, v: Tensor) -> Tensor:
+        """:math:`L^\\top v`; it whitens a gradient,
+        :math:`\\lVert L^\\top g\\rVert^2 = g^\\top M^{-1} g`."""
+        if self.kind == "identity":
+            return v
+        if self.kind == "diag":
+            return v * self._scale
+        return self._unflat(self._flat(v) @ self._scale)
+
     def mass_norm_sq(self, r: Tensor) -> Tensor:
         """:math:`r^\\top M r` per chain."""
         if self.kind == "identity":

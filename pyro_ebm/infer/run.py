@@ -9,6 +9,7 @@ reproducible, and :meth:`Samples.resume` continues a run exactly where it stoppe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -370,13 +371,14 @@ class _Recorder:
         self.filled += n
 
 
-def _tuning(kern: Kernel, length: float | None, eps: Tensor, host_gen, jitter: float) -> dict:
+def _tuning(kern: Kernel, length: float | None, median_eps: float, host_gen, jitter: float) -> dict:
     """Settings of one sampling transition; a trajectory's time is jittered in (0, T]
-    (``jitter``: the step-size jitter warmup left in force)."""
+    (``jitter``: the step-size jitter warmup left in force; ``median_eps``: the median of the
+    chains' step sizes, fixed while sampling)."""
     if length is None:
-        return kern.tuning(None, float("nan"), jitter=jitter)
+        return kern.tuning(None, math.nan, jitter=jitter)
     fraction = 1.0 - float(torch.rand((), generator=host_gen))  # in (0, 1]
-    return kern.tuning(length, float(eps.median()), fraction=fraction, jitter=jitter)
+    return kern.tuning(length, median_eps, fraction=fraction, jitter=jitter)
 
 
 def _draw(
@@ -395,15 +397,18 @@ def _draw(
     step = _stepper(kern, tgt, cfg)
     zero = torch.zeros(chain_shape, dtype=torch.long, device=tgt.device)
     update = _progress(bar, num_samples)
+    median_eps = float(eps.median()) if length is not None else math.nan
     for j in bar:
-        accept = torch.zeros_like(state.energy)
-        any_div = torch.zeros(chain_shape, dtype=torch.bool, device=tgt.device)
-        for _ in range(cfg.thin):
-            tuning = _tuning(kern, length, eps, host_gen, jitter)
-            state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **tuning)
-            accept = accept + info.acceptance_rate
-            any_div = any_div | info.diverging
-        accept = accept / cfg.thin
+        tuning = _tuning(kern, length, median_eps, host_gen, jitter)
+        state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **tuning)
+        accept, any_div = info.acceptance_rate, info.diverging
+        if cfg.thin > 1:  # a kept draw reports the mean acceptance of its thinned transitions
+            for _ in range(cfg.thin - 1):
+                tuning = _tuning(kern, length, median_eps, host_gen, jitter)
+                state, info = step(tgt.energy_fn, state, eps, metric, gen, event_dim, **tuning)
+                accept = accept + info.acceptance_rate
+                any_div = any_div | info.diverging
+            accept = accept / cfg.thin
         if cfg.keep or j == num_samples - 1:
             row = {"x": state.position, "potential": state.energy, "acceptance_rate": accept,
                    "diverging": any_div}  # fmt: skip

@@ -371,7 +371,7 @@ def run_warmup(
         accept_n += 1
         window_accept = window_accept + acceptance
         window_n += 1
-        divergences.add_(info.diverging.long())
+        divergences.add_(info.diverging)
         if kernel.adapt_step_size:
             if i < init_end:  # per chain, no memory: each chain follows its own geometry
                 eps = (eps * torch.exp(_EARLY_GAIN * (acceptance - target))).clamp(1e-20, 1e10)

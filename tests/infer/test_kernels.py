@@ -107,8 +107,16 @@ def test_moments_by_mcse_z_test(kernel_cls):
     z_mean, z_var = mcse_zscores(z, LOC, SCALE.square())
     assert z_mean.abs().max() < Z_CRIT, z_mean
     assert z_var.abs().max() < Z_CRIT, z_var
+    # One chain, Stan's dual averaging: its final averaged step lands where the acceptance
+    # curve's concavity puts it, which for HMC's steep curve here is above the target. Pyro's
+    # own HMC(trajectory_length=1) on this target, 500 warmup, seeds 0-2: 0.81, 0.84, 0.84 at
+    # target 0.65; ours, seeds 0-7: 0.70-0.86 (HMC), 0.43-0.68 (MALA), 0.10-0.22 (RWMH,
+    # target 0.234). The band still fails a step size that collapsed (acceptance -> 1) or
+    # blew up (-> 0).
     accept = kernel.diagnostics()["acceptance rate"]
-    assert abs(accept - kernel.target_accept_prob) < 0.15
+    low, high = (0.15, 0.25) if kernel_cls is HMC else (0.2, 0.15)
+    target = kernel.target_accept_prob
+    assert target - low < accept < min(target + high, 0.95), (accept, target)
 
 
 def test_nan_potential_is_a_divergence_not_a_crash():
