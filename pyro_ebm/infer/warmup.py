@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .adaptation import DualAveraging, find_initial_step_size, warmup_windows
+from .adaptation import DAMPED_GAMMA, DualAveraging, find_initial_step_size, warmup_windows
 from .base import EnergyFn, Info, State
 from .chees import ChEES
 from .convergence import FROZEN_ACCEPT
@@ -85,7 +85,6 @@ DENSE_MAX_DIM = 200
 _SNAPSHOT_BUDGET = 2**22  # floats kept per slow window for the metric estimate
 _EARLY_GAIN = 0.5
 _INITIAL_TRAJECTORY = 1.0
-_GAMMA = 0.2  # dual averaging's gain: 4x Stan's damping (see the module docstring)
 
 
 @dataclass
@@ -410,7 +409,7 @@ def run_warmup(
                 if kernel.adapt_step_size:
                     start_eps = torch.ones((), dtype=eps.dtype, device=eps.device)
                     eps = search_step_size(accept_at, target, start_eps)
-                    dual = DualAveraging(eps, target, gamma=_GAMMA, mu_scale=1.0)
+                    dual = DualAveraging(eps, target, gamma=DAMPED_GAMMA, mu_scale=1.0)
                 if chees is not None:  # the longest direction shrank by sqrt(ratio)
                     chees.restart(min(max(chees.length / math.sqrt(ratio), 0.5), 1e3))
         elif (i + 1) % check_every == 0 and i + 1 < terminal:
@@ -421,7 +420,7 @@ def run_warmup(
                 do_restarts(i)
             if kernel.adapt_step_size:
                 eps = search_step_size(accept_at, target, eps.median().clone())
-                dual = DualAveraging(eps, target, gamma=_GAMMA, mu_scale=1.0)
+                dual = DualAveraging(eps, target, gamma=DAMPED_GAMMA, mu_scale=1.0)
         if (i + 1) in starts:  # a slow window starts at the next iteration
             window_end = next(e for e in ends if e > i)
             snaps = _Snapshots(window_end - i, chain_shape, size)

@@ -107,16 +107,24 @@ def test_moments_by_mcse_z_test(kernel_cls):
     z_mean, z_var = mcse_zscores(z, LOC, SCALE.square())
     assert z_mean.abs().max() < Z_CRIT, z_mean
     assert z_var.abs().max() < Z_CRIT, z_var
-    # One chain, Stan's dual averaging: its final averaged step lands where the acceptance
-    # curve's concavity puts it, which for HMC's steep curve here is above the target. Pyro's
-    # own HMC(trajectory_length=1) on this target, 500 warmup, seeds 0-2: 0.81, 0.84, 0.84 at
-    # target 0.65; ours, seeds 0-7: 0.70-0.86 (HMC), 0.43-0.68 (MALA), 0.10-0.22 (RWMH,
-    # target 0.234). The band still fails a step size that collapsed (acceptance -> 1) or
-    # blew up (-> 0).
     accept = kernel.diagnostics()["acceptance rate"]
-    low, high = (0.15, 0.25) if kernel_cls is HMC else (0.2, 0.15)
-    target = kernel.target_accept_prob
-    assert target - low < accept < min(target + high, 0.95), (accept, target)
+    assert abs(accept - kernel.target_accept_prob) < 0.15, accept
+
+
+@pytest.mark.parametrize("kernel_cls", [MALA, RandomWalkMH, HMC])
+def test_one_chain_warmup_lands_near_the_target_acceptance(kernel_cls):
+    """Averaged over four runs, the sampling acceptance after warmup is within 0.08 of the
+    target. Stan's dual-averaging constants (gamma 0.05 around ten times the step) fail this
+    for HMC on this target (mean 0.81 at 0.65 over seeds 0-7; Pyro's own HMC: 0.81-0.84)."""
+    rates = []
+    for seed in range(4):
+        pyro.set_rng_seed(seed)
+        kernel = kernel_cls(potential_fn=potential)
+        MCMC(kernel, num_samples=1000, warmup_steps=500, disable_progbar=True,
+             initial_params={"z": torch.zeros(3, dtype=torch.float64)}).run()  # fmt: skip
+        rates.append(kernel.diagnostics()["acceptance rate"])
+    mean = sum(rates) / len(rates)
+    assert abs(mean - kernel.target_accept_prob) < 0.08, rates
 
 
 def test_nan_potential_is_a_divergence_not_a_crash():
