@@ -71,6 +71,9 @@ class Kernel(PyroKernelAdapter):
 
     name = "kernel"
     needs_grad = True
+    #: Whether the many-chain warmup may replace a slow window's covariance by the Laplace
+    #: metric (:mod:`pyro_ebm.infer.curvature`); set for the diffusive kernels.
+    curvature_metric = False
     default_target_accept = 0.5
     #: Per-draw statistics the kernel's ``Info`` adds to ``lp``, ``acceptance_rate``,
     #: ``step_size`` and ``diverging``.
@@ -204,6 +207,7 @@ class MALA(Kernel):
 
     name = "mala"
     needs_grad = True
+    curvature_metric = True  # diffusive: warmup may use the Laplace metric (infer.curvature)
     default_target_accept = mala.TARGET_ACCEPT
     _module = mala
 
@@ -232,6 +236,7 @@ class ULA(Kernel):
 
     name = "ula"
     needs_grad = True
+    curvature_metric = True
     default_target_accept = langevin.TARGET_ACCEPT
     _module = langevin
 
