@@ -78,7 +78,7 @@ _OBJECTIVE_KEYS = {
     "fce": ("noise_ratio", "flow_kind", "flow_hidden", "flow_layers", "flow_pretrain_steps"),
 }
 _MODEL_KEYS = {
-    "mlp": ("hidden", "activation", "spectral_norm"),
+    "mlp": ("hidden", "activation", "spectral_norm", "first_layer_gain"),
     "conv": ("channels", "activation"),
 }
 
@@ -102,8 +102,8 @@ def resolve_config(config: Config, train: Tensor) -> Config:
     --------
     >>> train = torch.randn(50, 2)
     >>> config = resolve_config(merge_config(default_config(), {"data": {"name": "moons"}}), train)
-    >>> config["model"]
-    {'kind': 'mlp', 'hidden': [128, 128], 'activation': 'silu', 'spectral_norm': False}
+    >>> config["model"]["hidden"], config["model"]["first_layer_gain"]
+    ([128, 128], 2.0)
     >>> config["objective"]
     {'name': 'nce', 'noise_scale': 1.25, 'noise_ratio': 4.0}
     """
@@ -178,9 +178,10 @@ def build_energy(config: Config, event_shape: torch.Size) -> nn.Module:
     Examples
     --------
     >>> build_energy({"model": {"kind": "mlp", "hidden": [8], "activation": "silu",
-    ...                         "spectral_norm": False}}, torch.Size([3]))
+    ...                         "spectral_norm": False, "first_layer_gain": 2.0}},
+    ...              torch.Size([3]))
     MLPEnergy(
-      dim=3, hidden=(8,), activation='silu', spectral_norm=False
+      dim=3, hidden=(8,), activation='silu', spectral_norm=False, first_layer_gain=2
       (net): Sequential(
         (0): Linear(in_features=3, out_features=8, bias=True)
         (1): SiLU()
@@ -196,6 +197,7 @@ def build_energy(config: Config, event_shape: torch.Size) -> nn.Module:
         hidden=tuple(model["hidden"]),
         activation=model["activation"],
         spectral_norm=model["spectral_norm"],
+        first_layer_gain=model["first_layer_gain"],
     )
 
 

@@ -148,6 +148,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             library_default(MLPEnergy, "spectral_norm"),
             "spectral normalization of the MLP's layers",
         ),
+        "first_layer_gain": Key(
+            "float",
+            library_default(MLPEnergy, "first_layer_gain"),
+            "factor on the MLP's first-layer initialization",
+            None,
+            0,
+        ),
     },
     "objective": {
         "name": Key("str", "nce", "training objective", OBJECTIVES),

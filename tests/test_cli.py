@@ -75,7 +75,7 @@ def test_end_to_end_for_each_objective(capsys, tmp_path, objective):
     assert config["objective"]["name"] == objective
     assert config["train"]["steps"] == 5
     assert config["model"] == {"kind": "mlp", "hidden": [16], "activation": "silu",
-                               "spectral_norm": False}  # fmt: skip
+                               "spectral_norm": False, "first_layer_gain": 2.0}  # fmt: skip
     history = json.loads((out / "history.json").read_text())
     assert history["step"] == [0, 1, 2, 3, 4]
 

@@ -118,6 +118,7 @@ def _library_defaults():
         ("model", "channels"): (ConvEnergy, "channels"),
         ("model", "activation"): (MLPEnergy, "activation"),
         ("model", "spectral_norm"): (MLPEnergy, "spectral_norm"),
+        ("model", "first_layer_gain"): (MLPEnergy, "first_layer_gain"),
         ("objective", "noise_scale"): (NCE.for_data, "noise_scale"),
         ("objective", "sigma"): (ScoreMatching, "sigma"),
         ("objective", "num_projections"): (ScoreMatching, "num_projections"),

@@ -8,11 +8,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from .._validation import check_choice, check_int, check_int_sequence
+from .._validation import check_choice, check_int, check_int_sequence, check_positive_float
 from ._checks import check_event_shape
 from ._log_z import LearnedLogZ
 
-__all__ = ["ACTIVATIONS", "ConvEnergy", "MLPEnergy"]
+__all__ = ["ACTIVATIONS", "FIRST_LAYER_GAIN", "ConvEnergy", "MLPEnergy"]
+
+#: Default factor on :class:`MLPEnergy`'s first-layer initialization (see its Notes).
+FIRST_LAYER_GAIN = 2.0
 
 #: Activation names accepted by :class:`MLPEnergy` and :class:`ConvEnergy`.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -60,9 +63,29 @@ class MLPEnergy(LearnedLogZ):
         Wrap every linear layer with
         :func:`torch.nn.utils.parametrizations.spectral_norm` (Miyato et al., 2018), which
         bounds the Lipschitz constant of the network and tends to stabilise contrastive training.
+    first_layer_gain : float, default :data:`FIRST_LAYER_GAIN`
+        Factor on torch's default initialization of the first layer (weight and bias, uniform
+        with bound :math:`1/\sqrt{d}`); the other layers keep torch's. Not applied with
+        ``spectral_norm=True``, whose first layer is renormalized at every call.
 
     Notes
     -----
+    **First-layer gain.** A network fits the low frequencies of its target first (the
+    spectral bias, Rahaman et al. 2019), and with torch's initialization the first layer of a
+    low-dimensional MLP has unit-scale pre-activations over the data: its features turn slowly,
+    and Adam, whose steps have a size near the learning rate, needs thousands of steps to grow
+    the weights that sharp edges and thin rings need. Scaling the first layer's initialization
+    (the idea of Fourier features, Tancik et al. 2020, and of SIREN's first-layer factor,
+    Sitzmann et al. 2020, kept here within a plain MLP) starts the features steeper.
+    The default of 2 was measured with ``bench/training.py`` (``MLPEnergy(2, (128, 128))``,
+    ``fit``'s defaults, every objective at its defaults, KL to the truth on eight 2-d toys):
+    against torch's plain initialization (gain 1) it lowered the worst KL of NCE from 0.154 to
+    0.118, of exact score matching from 0.161 to 0.088, of FCE from 0.151 to 0.140 and of CD
+    from 0.80 to 0.59; 33 of the 48 cells improved and none got worse by more than 0.03
+    (sliced score matching on ``rings``, 0.158 to 0.187). A gain of 4 did better on sharp
+    densities (NCE on ``checkerboard`` 0.086) but worse on the thin ``rings`` (0.051 against
+    0.024).
+
     Any number of leading batch dimensions is accepted, including none: an input of shape
     ``batch_shape + (dim,)`` gives an output of shape ``batch_shape``. A log normalizer learned
     by :func:`pyro_ebm.fit` (NCE, FCE) is kept in the ``state_dict`` (:class:`LearnedLogZ`).
@@ -71,6 +94,16 @@ class MLPEnergy(LearnedLogZ):
     ----------
     T. Miyato, T. Kataoka, M. Koyama, Y. Yoshida (2018). Spectral normalization for generative
     adversarial networks. ICLR.
+
+    N. Rahaman, A. Baratin, D. Arpit, F. Draxler, M. Lin, F. Hamprecht, Y. Bengio, A. Courville
+    (2019). On the spectral bias of neural networks. ICML.
+
+    M. Tancik, P. Srinivasan, B. Mildenhall, S. Fridovich-Keil, N. Raghavan, U. Singhal,
+    R. Ramamoorthi, J. Barron, R. Ng (2020). Fourier features let networks learn high frequency
+    functions in low dimensional domains. NeurIPS.
+
+    V. Sitzmann, J. Martel, A. Bergman, D. Lindell, G. Wetzstein (2020). Implicit neural
+    representations with periodic activation functions. NeurIPS.
 
     Examples
     --------
@@ -91,10 +124,12 @@ class MLPEnergy(LearnedLogZ):
         hidden: Sequence[int] = (128, 128),
         activation: str = "silu",
         spectral_norm: bool = False,
+        first_layer_gain: float = FIRST_LAYER_GAIN,
     ) -> None:
         super().__init__()
         self._init_learned_log_Z()
         self.dim = check_int("dim", dim, 1)
+        self.first_layer_gain = check_positive_float("first_layer_gain", first_layer_gain)
         self.hidden = check_int_sequence("hidden", hidden)
         make_activation = _activation_factory(activation)
         self.activation = activation
@@ -108,6 +143,17 @@ class MLPEnergy(LearnedLogZ):
             width_in = width
         layers.append(self._linear(width_in, 1))
         self.net = nn.Sequential(*layers)
+        self._scale_first_layer()
+
+    def _scale_first_layer(self) -> None:
+        # torch's default init (uniform, bound 1/sqrt(fan_in)) times the gain, weight and bias;
+        # a spectrally normalized weight is renormalized at every call, so it is left alone
+        if self.spectral_norm:
+            return
+        first = self.net[0]
+        with torch.no_grad():
+            first.weight.mul_(self.first_layer_gain)
+            first.bias.mul_(self.first_layer_gain)
 
     def _linear(self, width_in: int, width_out: int) -> nn.Module:
         layer = nn.Linear(width_in, width_out)
@@ -127,7 +173,7 @@ class MLPEnergy(LearnedLogZ):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, hidden={self.hidden}, activation={self.activation!r}, "
-            f"spectral_norm={self.spectral_norm}"
+            f"spectral_norm={self.spectral_norm}, first_layer_gain={self.first_layer_gain:g}"
         )
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from pyro_ebm.energies import ConvEnergy, MLPEnergy
-from pyro_ebm.energies.neural import ACTIVATIONS
+from pyro_ebm.energies.neural import ACTIVATIONS, FIRST_LAYER_GAIN
 
 F64 = torch.float64
 
@@ -76,6 +76,34 @@ def test_every_activation_builds(activation: str) -> None:
     assert ConvEnergy(channels=(2,), activation=activation).double()(image).shape == (5,)
 
 
+@pytest.mark.parametrize("gain", [None, 1.0, 3.0])
+def test_first_layer_gain_scales_only_the_first_layer_of_torchs_init(gain) -> None:
+    kwargs = {} if gain is None else {"first_layer_gain": gain}
+    expected = FIRST_LAYER_GAIN if gain is None else gain
+    torch.manual_seed(3)
+    energy = MLPEnergy(5, hidden=(64, 32), **kwargs)
+    torch.manual_seed(3)
+    reference = [nn.Linear(5, 64), nn.Linear(64, 32), nn.Linear(32, 1)]
+    layers = [m for m in energy.modules() if isinstance(m, nn.Linear)]
+    for index, (layer, ref) in enumerate(zip(layers, reference, strict=True)):
+        factor = expected if index == 0 else 1.0
+        torch.testing.assert_close(layer.weight, factor * ref.weight, rtol=0, atol=1e-7)
+        torch.testing.assert_close(layer.bias, factor * ref.bias, rtol=0, atol=1e-7)
+    # torch's bound 1/sqrt(fan_in), times the gain: the largest first-layer weight is near it
+    bound = expected / 5**0.5
+    assert 0.9 * bound < layers[0].weight.abs().max() <= bound
+    assert f"first_layer_gain={expected:g}" in repr(energy)
+
+
+def test_first_layer_gain_leaves_a_spectrally_normalized_layer_alone() -> None:
+    torch.manual_seed(4)
+    energy = MLPEnergy(2, hidden=(16,), spectral_norm=True, first_layer_gain=5.0)
+    torch.manual_seed(4)
+    plain = MLPEnergy(2, hidden=(16,), spectral_norm=True, first_layer_gain=1.0)
+    x = torch.randn(8, 2)
+    torch.testing.assert_close(energy(x), plain(x))
+
+
 def test_spectral_norm_normalizes_every_linear_layer() -> None:
     torch.manual_seed(0)
     energy = MLPEnergy(2, hidden=(32, 32), spectral_norm=True).double()
@@ -111,6 +139,8 @@ def test_spectral_norm_normalizes_every_linear_layer() -> None:
         (lambda: MLPEnergy(2, activation="swish"), "activation.*silu.*leaky_relu"),
         (lambda: MLPEnergy(2, activation=nn.ReLU), "activation"),  # type: ignore[arg-type]
         (lambda: MLPEnergy(2, spectral_norm="yes"), "spectral_norm"),  # type: ignore[arg-type]
+        (lambda: MLPEnergy(2, first_layer_gain=0.0), "first_layer_gain"),
+        (lambda: MLPEnergy(2, first_layer_gain=float("nan")), "first_layer_gain"),
         (lambda: ConvEnergy(channels=()), "channels"),
         (lambda: ConvEnergy(channels=(4, -1)), "channels"),
         (lambda: ConvEnergy(activation="sigmoid"), "activation.*silu"),
