@@ -93,7 +93,10 @@ class ScoreMatching(Objective):
         less bias, but the :math:`\\sigma^2`-weighted loss then learns far slower. Measured
         (10,000 steps, ``fit``'s defaults, ``MLPEnergy(2, (128, 128))``): the default 0.1
         gives KL 0.021 on ``8gaussians`` and 0.157 on ``checkerboard``, against 0.093 and
-        0.399 for 0.05.
+        0.399 for 0.05; annealing it from 0.1 to 0.025 over training was worse still (0.112
+        and 0.490). The blur itself costs KL(p || p_sigma) = 0.17 on
+        ``rings`` and 0.10 on ``checkerboard`` at 0.1 (``bench/training.py --methods
+        dsm-floor``), a floor under what denoising can reach there.
 
     Examples
     --------
