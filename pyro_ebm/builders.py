@@ -70,7 +70,15 @@ def load_data(data: dict[str, Any]) -> tuple[Tensor, Tensor]:
 
 
 _OBJECTIVE_KEYS = {
-    "cd": ("cd_mode", "cd_steps", "cd_step_size", "cd_alpha", "cd_buffer_size", "cd_reinit_prob"),
+    "cd": (
+        "cd_mode",
+        "cd_sampler",
+        "cd_steps",
+        "cd_step_size",
+        "cd_alpha",
+        "cd_buffer_size",
+        "cd_reinit_prob",
+    ),
     "sm-exact": (),
     "sm-sliced": ("num_projections",),
     "sm-denoising": ("sigma",),
@@ -148,6 +156,8 @@ def resolve_config(config: Config, train: Tensor) -> Config:
     keep = ("name", *_OBJECTIVE_KEYS[kind])
     config["objective"] = {k: v for k, v in objective.items() if k in keep}
 
+    if config["train"]["lr"] is None:  # the objective's own rate, as fit(lr=None) takes it
+        config["train"]["lr"] = objective_class(kind).default_lr
     if config["sample"]["num_chains"] is None:
         config["sample"]["num_chains"] = 64 if dim > 2 else 1024
     evaluate = config["evaluate"]
@@ -162,6 +172,19 @@ def resolve_config(config: Config, train: Tensor) -> Config:
         for key in ("bounds", "resolution"):
             evaluate.pop(key)
     return config
+
+
+def objective_class(name: str) -> type[Objective]:
+    """The objective class of the configuration's ``objective.name`` (``"sm-*"``: score matching).
+
+    Examples
+    --------
+    >>> objective_class("cd").__name__, objective_class("sm-sliced").default_lr
+    ('ContrastiveDivergence', 0.002)
+    """
+    if name.startswith("sm-"):
+        return ScoreMatching
+    return {"cd": ContrastiveDivergence, "nce": NCE, "fce": FCE}[name]
 
 
 def bounds_pairs(bounds: list[float], dim: int) -> list[tuple[float, float]]:
@@ -220,6 +243,7 @@ def build_objective(
     if name == "cd":
         return ContrastiveDivergence(
             o["cd_mode"],
+            sampler=o["cd_sampler"],
             num_steps=o["cd_steps"],
             step_size=o["cd_step_size"],
             alpha=o["cd_alpha"],

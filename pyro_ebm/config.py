@@ -18,8 +18,8 @@ default; the run directory's ``config.toml`` holds the resolved values.
 Examples
 --------
 >>> config = merge_config(default_config(), {"train": {"steps": 10}})
->>> config["train"]["steps"], config["train"]["lr"]  # the lr is fit()'s default
-(10, 0.002)
+>>> config["train"]["steps"], config["train"]["lr"]  # None: the objective's rate, as in fit()
+(10, None)
 >>> text = dumps_toml({"train": {"steps": 10, "lr": 0.002}, "model": {"hidden": [16, 16]}})
 >>> print(text)
 [train]
@@ -54,6 +54,7 @@ from .evaluation import ais_log_partition, grid_log_partition
 from .infer import KERNELS, sample
 from .objectives import FCE, NCE, ContrastiveDivergence, ScoreMatching
 from .objectives.cd import MODES as CD_MODES
+from .objectives.cd import SAMPLERS as CD_SAMPLERS
 from .objectives.fce import FLOW_KINDS
 from .training import SCHEDULES, fit
 
@@ -188,6 +189,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
             1,
         ),
         "cd_mode": Key("str", library_default(_CD, "mode"), "CD chains", CD_MODES),
+        "cd_sampler": Key(
+            "str", library_default(_CD, "sampler"), "CD: sampler of the negatives", CD_SAMPLERS
+        ),
         "cd_steps": Key(
             "int",
             library_default(_CD, "num_steps"),
@@ -227,7 +231,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "train": {
         "steps": Key("int", 5000, "optimizer steps (the total, also when resuming)", None, 1),
         "batch_size": Key("int", library_default(fit, "batch_size"), "batch size", None, 1),
-        "lr": Key("float", library_default(fit, "lr"), "learning rate", None, 0),
+        "lr": Key(
+            "float",
+            library_default(fit, "lr"),
+            "learning rate (default: the objective's, Objective.default_lr)",
+            None,
+            0,
+        ),
         "schedule": Key(
             "str", library_default(fit, "schedule"), "learning-rate schedule", SCHEDULES
         ),

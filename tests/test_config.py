@@ -123,6 +123,7 @@ def _library_defaults():
         ("objective", "sigma"): (ScoreMatching, "sigma"),
         ("objective", "num_projections"): (ScoreMatching, "num_projections"),
         ("objective", "cd_mode"): (cd, "mode"),
+        ("objective", "cd_sampler"): (cd, "sampler"),
         ("objective", "cd_steps"): (cd, "num_steps"),
         ("objective", "cd_step_size"): (cd, "step_size"),
         ("objective", "cd_alpha"): (cd, "alpha"),
@@ -187,6 +188,7 @@ def test_choice_lists_are_the_librarys():
     assert SCHEMA["model"]["activation"].choices == tuple(neural.ACTIVATIONS)
     assert SCHEMA["sample"]["kernel"].choices == tuple(infer.KERNELS)
     assert SCHEMA["objective"]["cd_mode"].choices == cd.MODES
+    assert SCHEMA["objective"]["cd_sampler"].choices == cd.SAMPLERS
     assert SCHEMA["objective"]["flow_kind"].choices == fce.FLOW_KINDS
     assert SCHEMA["train"]["schedule"].choices == training.SCHEDULES
 
@@ -219,3 +221,19 @@ def test_default_run_builds_the_librarys_default_objectives():
     assert fce.noise_ratio == FCE.for_data(train).noise_ratio
     assert type(fce.flow) is type(flow)
     assert [p.shape for p in fce.flow.parameters()] == [p.shape for p in flow.parameters()]
+
+
+@pytest.mark.parametrize("name", ["cd", "sm-exact", "sm-sliced", "sm-denoising", "nce", "fce"])
+def test_resolved_learning_rate_is_the_objectives_own(name):
+    """``train.lr`` unset resolves to the objective's ``default_lr``, as ``fit(lr=None)`` does."""
+    import torch
+
+    from pyro_ebm.builders import build_objective, resolve_config
+
+    train = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    config = merge_config(default_config(), {"data": {"name": "moons"},
+                                             "objective": {"name": name}})  # fmt: skip
+    resolved = resolve_config(config, train)
+    assert resolved["train"]["lr"] == type(build_objective(resolved, train)).default_lr
+    given = merge_config(config, {"train": {"lr": 0.01}})
+    assert resolve_config(given, train)["train"]["lr"] == 0.01

@@ -348,3 +348,23 @@ def test_adversary_learning_rate_stays_constant(tmp_path):
     assert energy_group["lr"] == pytest.approx(1e-2 * 0.05)
     assert flow_group["lr"] == pytest.approx(4e-3)
     assert int(fce.flow_updates) == 30
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: ContrastiveDivergence(num_steps=1, buffer_size=64), 5e-3),
+        (lambda: NCE(fit_gaussian_noise(torch.zeros(4, 2) + torch.eye(2)[[0, 1, 0, 1]])), 1e-2),
+        (lambda: ScoreMatching("sliced"), 2e-3),
+    ],
+)
+def test_fit_takes_the_objectives_learning_rate_unless_one_is_given(make, expected):
+    """``lr=None`` is the objective's ``default_lr`` (measured per objective); a given lr wins."""
+    data = torch.randn(128, 2, generator=torch.Generator().manual_seed(0))
+    kw = dict(steps=2, batch_size=64, seed=0, schedule="constant", progress_bar=False)
+    objective = make()
+    assert objective.default_lr == expected
+    history = fit(MLPEnergy(2, hidden=(8,)), data, objective, **kw)
+    assert history.lr == pytest.approx([expected] * 2)
+    history = fit(MLPEnergy(2, hidden=(8,)), data, make(), lr=1e-4, **kw)
+    assert history.lr == pytest.approx([1e-4] * 2)

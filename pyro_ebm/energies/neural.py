@@ -83,8 +83,9 @@ class MLPEnergy(LearnedLogZ):
     0.118, of exact score matching from 0.161 to 0.088, of FCE from 0.151 to 0.140 and of CD
     from 0.80 to 0.59; 33 of the 48 cells improved and none got worse by more than 0.03
     (sliced score matching on ``rings``, 0.158 to 0.187). A gain of 4 did better on sharp
-    densities (NCE on ``checkerboard`` 0.086) but worse on the thin ``rings`` (0.051 against
-    0.024).
+    densities (NCE on ``checkerboard`` 0.086, FCE's worst cell 0.096) but worse on the thin
+    ``rings`` (NCE 0.051 against 0.024) and it broke score matching there (exact SM 0.841
+    against 0.070).
 
     Any number of leading batch dimensions is accepted, including none: an input of shape
     ``batch_shape + (dim,)`` gives an output of shape ``batch_shape``. A log normalizer learned

@@ -72,8 +72,22 @@ class LossOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
+DEFAULT_LR = 2e-3
+"""Adam's learning rate that :func:`pyro_ebm.fit` uses for an objective that sets none."""
+
+
 class Objective(nn.Module):
-    """Base class of training objectives (subclasses implement :meth:`forward`)."""
+    """Base class of training objectives (subclasses implement :meth:`forward`).
+
+    Attributes
+    ----------
+    default_lr:
+        The learning rate :func:`pyro_ebm.fit` uses with this objective when its ``lr`` is
+        ``None`` (the default): the rate measured best for the objective across the training
+        battery (``bench/training.py``), :data:`DEFAULT_LR` unless a subclass sets its own.
+    """
+
+    default_lr: float = DEFAULT_LR
 
     def forward(
         self, energy: nn.Module, data: Tensor, generator: torch.Generator | None = None

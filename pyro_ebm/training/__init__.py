@@ -111,7 +111,7 @@ def fit(
     steps: int,
     batch_size: int = 256,
     optimizer: str | Callable = "adam",
-    lr: float = 2e-3,
+    lr: float | None = None,
     weight_decay: float = 0.0,
     schedule: str = "cosine",
     lr_warmup: int = 0,
@@ -148,8 +148,10 @@ def fit(
         Total optimizer steps (also when resuming) and batch size (tensor/Dataset data).
     optimizer, lr, weight_decay:
         ``"adam"`` (default), ``"adamw"``, ``"sgd"`` or a callable ``params -> Optimizer``.
-        The default ``lr`` (2e-3, with the cosine decay) is the one every objective was
-        measured with in the training benchmark and the tutorials.
+        ``lr=None`` (default) takes the objective's own rate,
+        :attr:`~pyro_ebm.objectives.Objective.default_lr` (with the cosine decay): 1e-2 for NCE,
+        5e-3 for contrastive divergence, 2e-3 for score matching and FCE, each measured
+        across the eight 2-d data sets of the training battery (``bench/training.py``).
     schedule, lr_warmup:
         ``"cosine"`` decay to 5% of ``lr`` (default) or ``"constant"``, after ``lr_warmup``
         linear warm-up steps.
@@ -210,7 +212,7 @@ def fit(
         raise ValueError(f"objective must be a pyro_ebm Objective; got {type(objective).__name__}")
     if ema is not None and not 0.0 < ema < 1.0:
         raise ValueError(f"ema must be in (0, 1) or None; got {ema!r}")
-    lr = check_positive_float("lr", lr)
+    lr = check_positive_float("lr", objective.default_lr if lr is None else lr)
     if grad_clip is not None:
         grad_clip = check_positive_float("grad_clip", grad_clip)
     if resume and checkpoint_dir is None:
