@@ -158,6 +158,10 @@ def resolve_config(config: Config, train: Tensor) -> Config:
 
     if config["train"]["lr"] is None:  # the objective's own rate, as fit(lr=None) takes it
         config["train"]["lr"] = objective_class(kind).default_lr
+    if kind != "fce":  # only FCE has an adversary (its flow)
+        config["train"].pop("adversary_lr", None)
+    elif config["train"]["adversary_lr"] is None:
+        config["train"]["adversary_lr"] = objective_class(kind).default_adversary_lr
     if config["sample"]["num_chains"] is None:
         config["sample"]["num_chains"] = 64 if dim > 2 else 1024
     evaluate = config["evaluate"]

@@ -238,6 +238,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None,
             0,
         ),
+        "adversary_lr": Key(
+            "float",
+            library_default(fit, "adversary_lr"),
+            "FCE: the flow's learning rate (default: Objective.default_adversary_lr)",
+            None,
+            0,
+        ),
         "schedule": Key(
             "str", library_default(fit, "schedule"), "learning-rate schedule", SCHEDULES
         ),

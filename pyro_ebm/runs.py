@@ -143,6 +143,7 @@ def train_run(
     history = fit(
         energy, train, objective,
         steps=t["steps"], batch_size=t["batch_size"], lr=t["lr"], schedule=t["schedule"],
+        adversary_lr=t.get("adversary_lr"),
         lr_warmup=t["lr_warmup"], ema=t["ema"] or None, grad_clip=t["grad_clip"] or None,
         seed=t["seed"], checkpoint_dir=out, checkpoint_every=t["checkpoint_every"],
         resume=resume, progress_bar=progress,

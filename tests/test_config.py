@@ -134,6 +134,7 @@ def _library_defaults():
         ("objective", "flow_pretrain_steps"): (FCE.for_data, "pretrain_steps"),
         ("train", "batch_size"): (fit, "batch_size"),
         ("train", "lr"): (fit, "lr"),
+        ("train", "adversary_lr"): (fit, "adversary_lr"),
         ("train", "schedule"): (fit, "schedule"),
         ("train", "lr_warmup"): (fit, "lr_warmup"),
         ("train", "ema"): (fit, "ema"),
@@ -237,3 +238,10 @@ def test_resolved_learning_rate_is_the_objectives_own(name):
     assert resolved["train"]["lr"] == type(build_objective(resolved, train)).default_lr
     given = merge_config(config, {"train": {"lr": 0.01}})
     assert resolve_config(given, train)["train"]["lr"] == 0.01
+    objective_class = type(build_objective(resolved, train))
+    if name == "fce":  # the flow's own rate, as fit(adversary_lr=None) takes it
+        assert resolved["train"]["adversary_lr"] == objective_class.default_adversary_lr == 2e-3
+        given = merge_config(config, {"train": {"adversary_lr": 1e-4}})
+        assert resolve_config(given, train)["train"]["adversary_lr"] == 1e-4
+    else:  # no adversary: the key is dropped from the recorded config
+        assert "adversary_lr" not in resolved["train"]

@@ -368,3 +368,27 @@ def test_fit_takes_the_objectives_learning_rate_unless_one_is_given(make, expect
     assert history.lr == pytest.approx([expected] * 2)
     history = fit(MLPEnergy(2, hidden=(8,)), data, make(), lr=1e-4, **kw)
     assert history.lr == pytest.approx([1e-4] * 2)
+
+
+def test_fce_trains_its_flow_at_its_own_rate_unless_one_is_given(tmp_path):
+    """FCE's defaults: energy at ``default_lr`` 5e-3, flow at ``default_adversary_lr`` 2e-3
+    (measured, see FCE's notes); a given ``lr`` moves the energy only, a given
+    ``adversary_lr`` wins for the flow."""
+    data = torch.randn(128, 2, generator=torch.Generator().manual_seed(0))
+    kw = dict(steps=2, batch_size=64, seed=0, schedule="constant", progress_bar=False)
+
+    def rates(**given):
+        fce = FCE(make_flow(2, hidden_features=4, num_layers=1), flow_update_threshold=0.0)
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        fit(MLPEnergy(2, hidden=(8,)), data, fce, checkpoint_dir=out, **kw, **given)
+        ckpt = load_checkpoint(out)
+        (energy_group,) = ckpt["optimizer"]["param_groups"]
+        (flow_group,) = ckpt["adversary_optimizer"]["param_groups"]
+        return energy_group["lr"], flow_group["lr"]
+
+    assert (FCE.default_lr, FCE.default_adversary_lr) == (5e-3, 2e-3)
+    assert rates() == pytest.approx((5e-3, 2e-3))
+    assert rates(lr=1e-4) == pytest.approx((1e-4, 2e-3))
+    assert rates(adversary_lr=3e-4) == pytest.approx((5e-3, 3e-4))
+    with pytest.raises(ValueError, match="adversary_lr"):
+        rates(adversary_lr=-1.0)

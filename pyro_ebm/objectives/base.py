@@ -85,9 +85,14 @@ class Objective(nn.Module):
         The learning rate :func:`pyro_ebm.fit` uses with this objective when its ``lr`` is
         ``None`` (the default): the rate measured best for the objective across the training
         battery (``bench/training.py``), :data:`DEFAULT_LR` unless a subclass sets its own.
+    default_adversary_lr:
+        The constant learning rate of the adversary's optimizer (an adversarial objective's
+        :meth:`adversary_parameters`, FCE's flow) when ``fit``'s ``adversary_lr`` is ``None``;
+        ``None`` (the base class) means the primary rate ``lr``.
     """
 
     default_lr: float = DEFAULT_LR
+    default_adversary_lr: float | None = None
 
     def forward(
         self, energy: nn.Module, data: Tensor, generator: torch.Generator | None = None

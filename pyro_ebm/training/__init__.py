@@ -150,7 +150,7 @@ def fit(
         ``"adam"`` (default), ``"adamw"``, ``"sgd"`` or a callable ``params -> Optimizer``.
         ``lr=None`` (default) takes the objective's own rate,
         :attr:`~pyro_ebm.objectives.Objective.default_lr` (with the cosine decay): 1e-2 for NCE,
-        5e-3 for contrastive divergence, 2e-3 for score matching and FCE, each measured
+        5e-3 for contrastive divergence and FCE, 2e-3 for score matching, each measured
         across the eight 2-d data sets of the training battery (``bench/training.py``).
     schedule, lr_warmup:
         ``"cosine"`` decay to 5% of ``lr`` (default) or ``"constant"``, after ``lr_warmup``
@@ -162,9 +162,12 @@ def fit(
     grad_clip:
         Clip the global gradient norm to this value.
     adversary_lr:
-        Learning rate of an adversary (FCE's flow; default ``lr``), kept constant: measured
-        on ``8gaussians`` (10,000 steps), decaying it with ``schedule`` let the classifier win
-        outright (accuracy stuck at 1, KL 0.415) where the constant rate reached KL 0.003.
+        Learning rate of an adversary (FCE's flow), kept constant. ``None`` (default) takes
+        the objective's :attr:`~pyro_ebm.objectives.Objective.default_adversary_lr` (2e-3 for
+        FCE's flow, measured with its energy at 5e-3), or ``lr`` where it has none. Constant:
+        measured on ``8gaussians`` (10,000 steps), decaying it with ``schedule`` let the
+        classifier win outright (accuracy stuck at 1, KL 0.415) where the constant rate reached
+        KL 0.003.
     max_nonfinite:
         A step with a non-finite loss or gradient is skipped and counted; this many in a row
         stop training with a ``FloatingPointError`` naming the last good checkpoint.
@@ -213,6 +216,9 @@ def fit(
     if ema is not None and not 0.0 < ema < 1.0:
         raise ValueError(f"ema must be in (0, 1) or None; got {ema!r}")
     lr = check_positive_float("lr", objective.default_lr if lr is None else lr)
+    if adversary_lr is None:
+        adversary_lr = objective.default_adversary_lr or lr
+    adversary_lr = check_positive_float("adversary_lr", adversary_lr)
     if grad_clip is not None:
         grad_clip = check_positive_float("grad_clip", grad_clip)
     if resume and checkpoint_dir is None:
@@ -261,7 +267,7 @@ def fit(
         weight_decay,
     )  # fmt: skip
     adv_params = objective.adversary_parameters()
-    adv_opt = _make_optimizer("adam", adv_params, adversary_lr or lr, 0.0) if adv_params else None
+    adv_opt = _make_optimizer("adam", adv_params, adversary_lr, 0.0) if adv_params else None
     sched = _make_schedule(schedule, opt, steps, lr_warmup)
     averaged = {"energy": energy}
     if objective.log_Z is not None:
