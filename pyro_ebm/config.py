@@ -202,6 +202,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "cd_step_size": Key(
             "float", library_default(_CD, "step_size"), "CD: Langevin step size", None, 0
         ),
+        "cd_target_accept": Key(
+            "float",
+            library_default(_CD, "target_accept_prob"),
+            "CD: (would-be) MALA acceptance the step adapts to (0.95 for ULA, 0.574 for MALA)",
+            None,
+            0,
+        ),
+        "cd_adapt_step_size": Key(
+            "bool",
+            library_default(_CD, "adapt_step_size"),
+            "CD: adapt the step (for ULA: below cd_step_size) or keep it fixed",
+        ),
         "cd_alpha": Key(
             "float", library_default(_CD, "alpha"), "CD: energy-magnitude regularizer", None, 0
         ),

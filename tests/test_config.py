@@ -126,6 +126,8 @@ def _library_defaults():
         ("objective", "cd_sampler"): (cd, "sampler"),
         ("objective", "cd_steps"): (cd, "num_steps"),
         ("objective", "cd_step_size"): (cd, "step_size"),
+        ("objective", "cd_target_accept"): (cd, "target_accept_prob"),
+        ("objective", "cd_adapt_step_size"): (cd, "adapt_step_size"),
         ("objective", "cd_alpha"): (cd, "alpha"),
         ("objective", "cd_buffer_size"): (cd, "buffer_size"),
         ("objective", "cd_reinit_prob"): (cd, "reinit_prob"),
@@ -213,6 +215,14 @@ def test_default_run_builds_the_librarys_default_objectives():
         ref.mode, ref.sampler, ref.num_steps, ref.alpha, ref.grad_clip
     )  # fmt: skip
     assert float(cd.log_step_size) == float(ref.log_step_size)
+    assert (cd.target_accept_prob, cd.adapt_step_size, cd.max_log_step_size) == (
+        ref.target_accept_prob, ref.adapt_step_size, ref.max_log_step_size
+    )  # fmt: skip
+    mala = build_objective(resolve_config(merge_config(default_config(), {
+        "data": {"name": "moons"},
+        "objective": {"name": "cd", "cd_sampler": "mala", "cd_adapt_step_size": False},
+    }), train), train)  # fmt: skip
+    assert (mala.target_accept_prob, mala.adapt_step_size) == (0.574, False)
     assert (cd.buffer.size, cd.buffer.reinit_prob) == (ref.buffer.size, ref.buffer.reinit_prob)
     assert torch.equal(built("sm-denoising").sigmas, ScoreMatching("denoising").sigmas)
     nce, ref_nce = built("nce"), NCE.for_data(train)

@@ -141,7 +141,8 @@ def test_cd_negatives_sample_the_energy(sampler):
 
 
 def test_cd_mala_step_size_moves_towards_the_target_acceptance():
-    """One multiplicative update per call, log eps += 0.1 (acceptance - 0.574); ULA's stays."""
+    """One multiplicative update per call, log eps += 0.1 (acceptance - 0.574); a fixed step
+    stays."""
     energy = DiagGaussian(2)
     noise = torch.randn(256, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     data = energy.mu.detach() + 0.1 * noise
@@ -155,9 +156,62 @@ def test_cd_mala_step_size_moves_towards_the_target_acceptance():
         for seed in range(300):  # the update drives the acceptance to the target
             out = cd(energy, data, torch.Generator().manual_seed(2 + seed))
         assert abs(float(out.metrics["acceptance_rate"]) - 0.574) < 0.15
-    ula = ContrastiveDivergence("data", num_steps=5, step_size=0.3).double()
-    ula(energy, data, torch.Generator().manual_seed(1))
-    assert float(ula.log_step_size) == pytest.approx(math.log(0.3))
+    fixed = ContrastiveDivergence("data", num_steps=5, step_size=0.3, adapt_step_size=False)
+    fixed.double()(energy, data, torch.Generator().manual_seed(1))
+    assert float(fixed.log_step_size) == pytest.approx(math.log(0.3))
+
+
+def test_cd_ula_step_shrinks_below_its_cap_only():
+    """ULA's step follows log eps += 0.1 (acceptance - 0.95) downwards but never exceeds
+    ``step_size``: on a wide Gaussian it stays at the cap, on a narrow one it shrinks."""
+    wide = DiagGaussian(2)
+    data = wide.mu.detach() + torch.randn(
+        256, 2, dtype=F64, generator=torch.Generator().manual_seed(0)
+    )
+    cd = ContrastiveDivergence("data", num_steps=5, step_size=0.01).double()
+    assert cd.target_accept_prob == 0.95
+    for seed in range(20):
+        out = cd(wide, data, torch.Generator().manual_seed(1 + seed))
+        assert float(out.metrics["acceptance_rate"]) > 0.95  # a small step on a wide mode
+        assert float(cd.log_step_size) == pytest.approx(math.log(0.01))
+    assert float(out.metrics["step_size"]) == pytest.approx(0.01)
+    narrow = ContrastiveDivergence("data", num_steps=5, step_size=10.0).double()
+    before = float(narrow.log_step_size)
+    out = narrow(wide, data, torch.Generator().manual_seed(1))
+    accept = float(out.metrics["acceptance_rate"])
+    assert accept < 0.95
+    assert float(narrow.log_step_size) == pytest.approx(before + 0.1 * (accept - 0.95))
+
+
+def test_cd_adaptive_ula_negatives_keep_a_narrow_mode_narrow():
+    """The bias adaptive ULA removes: on a Gaussian of sd 0.08 (``rings``' radial width) a fixed
+    step of 0.01 makes the negatives' variance sigma^2 / (1 - eps / (2 sigma^2)) = 4.6 times the
+    model's; the adapted step brings it to within 25%, and both match that formula (exactness
+    of the recursion x' = x - eps x / sigma^2 + sqrt(2 eps) xi, variance within 4 standard errors
+    of 2000 chains)."""
+    energy = DiagGaussian(2)
+    with torch.no_grad():
+        energy.log_lam.fill_(-2 * math.log(0.08))
+    var = 0.08**2
+    mu = energy.mu.detach()
+    gen = torch.Generator().manual_seed(0)
+    data = mu + 0.08 * torch.randn(2000, 2, dtype=F64, generator=gen)
+    ratios = {}
+    for adapt in (False, True):
+        cd = ContrastiveDivergence("data", num_steps=20, step_size=0.01, adapt_step_size=adapt)
+        cd.double()
+        for seed in range(300 if adapt else 1):
+            out = cd(energy, data, torch.Generator().manual_seed(1 + seed))
+        negatives, _ = cd.negatives(energy, data, torch.Generator().manual_seed(99))
+        eps = float(cd.log_step_size.exp())
+        expected = var / (1 - eps / (2 * var))
+        se = expected * math.sqrt(2 / negatives.shape[0])
+        assert (negatives.var(0) - expected).abs().max() < 4 * se, (eps, negatives.var(0))
+        ratios[adapt] = (negatives.var(0) / var).mean().item()
+        if adapt:
+            assert abs(float(out.metrics["acceptance_rate"]) - 0.95) < 0.03
+            assert eps < 0.0025
+    assert ratios[False] > 4.0 and ratios[True] < 1.25, ratios
 
 
 def test_nce_loss_and_log_z_gradient(setting):
@@ -310,6 +364,7 @@ def test_persistent_buffer_is_updated_and_reinitialized():
         (lambda: ContrastiveDivergence("bogus"), "mode must be one of"),
         (lambda: ContrastiveDivergence(sampler="hmc"), "sampler must be one of"),
         (lambda: ContrastiveDivergence(step_size=0.0), "step_size"),
+        (lambda: ContrastiveDivergence(target_accept_prob=1.0), "target_accept_prob"),
         (lambda: ContrastiveDivergence(num_steps=0), "num_steps"),
         (lambda: ContrastiveDivergence(buffer_size=0), "buffer_size"),
         (lambda: ContrastiveDivergence(reinit_prob=2.0), "reinit_prob"),
