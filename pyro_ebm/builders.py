@@ -83,7 +83,7 @@ _OBJECTIVE_KEYS = {
     ),
     "sm-exact": (),
     "sm-sliced": ("num_projections",),
-    "sm-denoising": ("sigma",),
+    "sm-denoising": ("sigma", "antithetic"),
     "nce": ("noise_scale", "noise_ratio"),
     "fce": ("noise_ratio", "flow_kind", "flow_hidden", "flow_layers", "flow_pretrain_steps"),
 }
@@ -261,7 +261,7 @@ def build_objective(
     if name.startswith("sm-"):
         kwargs = {"num_projections": o["num_projections"]} if name == "sm-sliced" else {}
         if name == "sm-denoising":
-            kwargs["sigma"] = o["sigma"]
+            kwargs.update(sigma=o["sigma"], antithetic=o["antithetic"])
         return ScoreMatching(name[3:], **kwargs)
     if name == "nce":
         return NCE.for_data(train, noise_scale=o["noise_scale"], noise_ratio=o["noise_ratio"])

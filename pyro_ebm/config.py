@@ -181,6 +181,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None,
             0,
         ),
+        "antithetic": Key(
+            "bool",
+            library_default(ScoreMatching, "antithetic"),
+            "denoising score matching: noise in antithetic pairs (+eps, -eps)",
+        ),
         "num_projections": Key(
             "int",
             library_default(ScoreMatching, "num_projections"),

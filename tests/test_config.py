@@ -121,6 +121,7 @@ def _library_defaults():
         ("model", "first_layer_gain"): (MLPEnergy, "first_layer_gain"),
         ("objective", "noise_scale"): (NCE.for_data, "noise_scale"),
         ("objective", "sigma"): (ScoreMatching, "sigma"),
+        ("objective", "antithetic"): (ScoreMatching, "antithetic"),
         ("objective", "num_projections"): (ScoreMatching, "num_projections"),
         ("objective", "cd_mode"): (cd, "mode"),
         ("objective", "cd_sampler"): (cd, "sampler"),
@@ -225,6 +226,7 @@ def test_default_run_builds_the_librarys_default_objectives():
     assert (mala.target_accept_prob, mala.adapt_step_size) == (0.574, False)
     assert (cd.buffer.size, cd.buffer.reinit_prob) == (ref.buffer.size, ref.buffer.reinit_prob)
     assert torch.equal(built("sm-denoising").sigmas, ScoreMatching("denoising").sigmas)
+    assert built("sm-denoising").antithetic is ScoreMatching("denoising").antithetic
     nce, ref_nce = built("nce"), NCE.for_data(train)
     assert nce.noise_ratio == ref_nce.noise_ratio
     assert torch.allclose(nce.noise.covariance_matrix, ref_nce.noise.covariance_matrix)
