@@ -80,6 +80,8 @@ _OBJECTIVE_KEYS = {
         "cd_alpha",
         "cd_buffer_size",
         "cd_reinit_prob",
+        "cd_per_chain_step_size",
+        "cd_jump_prob",
     ),
     "sm-exact": (),
     "sm-sliced": ("num_projections",),
@@ -257,6 +259,8 @@ def build_objective(
             alpha=o["cd_alpha"],
             buffer_size=o["cd_buffer_size"],
             reinit_prob=o["cd_reinit_prob"],
+            per_chain_step_size=o["cd_per_chain_step_size"],
+            jump_prob=o["cd_jump_prob"],
         )
     if name.startswith("sm-"):
         kwargs = {"num_projections": o["num_projections"]} if name == "sm-sliced" else {}

@@ -232,6 +232,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None,
             0,
         ),
+        "cd_per_chain_step_size": Key(
+            "bool",
+            library_default(_CD, "per_chain_step_size"),
+            "CD (persistent): one step size per chain, adapted after every transition",
+        ),
+        "cd_jump_prob": Key(
+            "float",
+            library_default(_CD, "jump_prob"),
+            "CD (persistent): share of negatives that try a mode-jumping move each step",
+            None,
+            0,
+        ),
         "flow_kind": Key("str", None, "FCE flow (realnvp if d >= 2, else maf)", FLOW_KINDS),
         "flow_hidden": Key(
             "int", library_default(_FCE, "hidden_features"), "FCE: flow hidden features", None, 1

@@ -132,6 +132,8 @@ def _library_defaults():
         ("objective", "cd_alpha"): (cd, "alpha"),
         ("objective", "cd_buffer_size"): (cd, "buffer_size"),
         ("objective", "cd_reinit_prob"): (cd, "reinit_prob"),
+        ("objective", "cd_per_chain_step_size"): (cd, "per_chain_step_size"),
+        ("objective", "cd_jump_prob"): (cd, "jump_prob"),
         ("objective", "flow_hidden"): (FCE.for_data, "hidden_features"),
         ("objective", "flow_layers"): (FCE.for_data, "num_layers"),
         ("objective", "flow_pretrain_steps"): (FCE.for_data, "pretrain_steps"),
@@ -225,6 +227,7 @@ def test_default_run_builds_the_librarys_default_objectives():
     }), train), train)  # fmt: skip
     assert (mala.target_accept_prob, mala.adapt_step_size) == (0.574, False)
     assert (cd.buffer.size, cd.buffer.reinit_prob) == (ref.buffer.size, ref.buffer.reinit_prob)
+    assert (cd.per_chain_step_size, cd.jump_prob) == (ref.per_chain_step_size, ref.jump_prob)
     assert torch.equal(built("sm-denoising").sigmas, ScoreMatching("denoising").sigmas)
     assert built("sm-denoising").antithetic is ScoreMatching("denoising").antithetic
     nce, ref_nce = built("nce"), NCE.for_data(train)

@@ -7,6 +7,8 @@ a fraction ``reinit_prob`` restarts from noise each step so the buffer keeps exp
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +34,9 @@ def noise_like_data(
 
 class ReplayBuffer(nn.Module):
     """A fixed-size store of negative samples, kept on ``device`` (e.g. the CPU).
+
+    Each sample can carry its own log step size (``log_steps``, NaN until the sample is first
+    stepped; :meth:`draw_with_steps`), for samplers that adapt a step per chain.
 
     Parameters
     ----------
@@ -60,6 +65,7 @@ class ReplayBuffer(nn.Module):
         self.register_buffer("samples", torch.empty(0))
         self.register_buffer("low", torch.empty(0))
         self.register_buffer("high", torch.empty(0))
+        self.register_buffer("log_steps", torch.empty(0))
 
     @property
     def ready(self) -> bool:
@@ -73,6 +79,7 @@ class ReplayBuffer(nn.Module):
         self.low, self.high = (lo - margin).to(device), (hi + margin).to(device)
         gen = generator if generator is None or generator.device == torch.device(device) else None
         self.samples = noise_like_data(self.low, self.high, self.size, self.init, gen)
+        self.log_steps = torch.full((self.size,), math.nan, device=device)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Fresh noise points (for short-run chains)."""
@@ -80,16 +87,32 @@ class ReplayBuffer(nn.Module):
 
     def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """``n`` stored samples (a fraction re-initialized) and their indices."""
+        x, idx, _ = self.draw_with_steps(n, None, generator)
+        return x, idx
+
+    def draw_with_steps(
+        self, n: int, fresh_log_step: float | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Like :meth:`draw`, with each sample's stored log step size (``fresh_log_step`` for
+        re-initialized and never-stepped samples; ``None``: no steps kept)."""
         device = self.samples.device
         gen = generator if generator is None or generator.device == device else None
         idx = torch.randint(0, self.size, (n,), device=device, generator=gen)
         x = self.samples[idx]
+        steps = None
+        if fresh_log_step is not None:  # never-stepped samples hold NaN
+            steps = self.log_steps[idx].nan_to_num(nan=float(fresh_log_step))
         if self.reinit_prob > 0:
             fresh = torch.rand(n, device=device, generator=gen) < self.reinit_prob
             noise = noise_like_data(self.low, self.high, n, self.init, gen)
             x = torch.where(fresh.reshape((n,) + (1,) * (x.dim() - 1)), noise, x)
-        return x, idx
+            if steps is not None:
+                steps = torch.where(fresh, torch.full_like(steps, fresh_log_step), steps)
+        return x, idx, steps
 
-    def update(self, idx: Tensor, x: Tensor) -> None:
-        """Write the advanced chains back."""
-        self.samples[idx.to(self.samples.device)] = x.detach().to(self.samples)
+    def update(self, idx: Tensor, x: Tensor, log_steps: Tensor | None = None) -> None:
+        """Write the advanced chains (and their log step sizes) back."""
+        where = idx.to(self.samples.device)
+        self.samples[where] = x.detach().to(self.samples)
+        if log_steps is not None:
+            self.log_steps[where] = log_steps.detach().to(self.log_steps)

@@ -256,6 +256,104 @@ def test_cd_adaptive_ula_negatives_keep_a_narrow_mode_narrow():
     assert ratios[False] > 4.0 and ratios[True] < 1.25, ratios
 
 
+def _two_modes(narrow_sd: float, wide_sd: float, weights=(0.5, 0.5)):
+    """Energy of a mixture of two separated isotropic 2-d Gaussians at (-3, 0) and (3, 0)."""
+    means = torch.tensor([[-3.0, 0.0], [3.0, 0.0]], dtype=F64)
+    sds = torch.tensor([narrow_sd, wide_sd], dtype=F64)
+    log_w = torch.tensor(weights, dtype=F64).log()
+
+    def energy(x):
+        sq = (x[..., None, :] - means).square().sum(-1)
+        return -torch.logsumexp(log_w - sq / (2 * sds.square()) - 2 * sds.log(), -1)
+
+    def draws(n, gen):
+        k = torch.multinomial(log_w.exp(), n, replacement=True, generator=gen)
+        return means[k] + sds[k, None] * torch.randn(n, 2, dtype=F64, generator=gen)
+
+    return energy, draws
+
+
+def test_cd_per_chain_steps_keep_a_narrow_mode_narrow():
+    """Persistent ULA negatives in a sd-0.15 mode (weight 1/4) next to a sd-1 mode: one
+    shared step, adapted on the mean acceptance, suits the wide mode and inflates the narrow
+    mode's negatives' variance about 2x (ULA's bias, sigma^2 / (1 - eps / (2 sigma^2)));
+    per-chain steps shrink there only (to about 0.009, inflation 1.25) and the wide mode's
+    chains keep the cap."""
+    energy, draws = _two_modes(0.15, 1.0, weights=(0.25, 0.75))
+    ratio, steps = {}, None
+    for per_chain in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        cd = ContrastiveDivergence(
+            buffer_size=2000, reinit_prob=0.0, jump_prob=0.0, num_steps=10,
+            per_chain_step_size=per_chain,
+        ).double()  # fmt: skip
+        data = draws(256, gen)
+        cd.setup(data)
+        cd.buffer.samples = draws(2000, gen)
+        for _ in range(100):
+            cd.negatives(energy, data, gen)
+        x = cd.buffer.samples
+        narrow = (x - torch.tensor([-3.0, 0.0], dtype=F64)).norm(dim=-1) < 1.0
+        assert 400 < int(narrow.sum()) < 600  # no chain was thrown out of its mode
+        ratio[per_chain] = float(x[narrow].var(0).mean()) / 0.15**2
+        if per_chain:
+            log_steps = cd.buffer.log_steps  # NaN: a chain never drawn
+            steps = (log_steps[narrow].nanmedian().exp(), log_steps[~narrow].nanmedian().exp())
+    assert ratio[False] > 1.7 and ratio[True] < 1.45, ratio
+    assert float(steps[0]) < 0.5 * float(steps[1]), steps
+    assert float(steps[1]) > 0.5 * 0.03, steps  # the wide mode keeps a step near the cap
+
+
+@pytest.mark.parametrize("jump_prob", [0.0, 0.1])
+def test_cd_jumps_give_persistent_negatives_the_modes_shares(jump_prob):
+    """Every persistent chain starts in the 30% mode of a fixed energy (the modes are 12 sds
+    apart: Langevin steps never cross). Without jumps they stay there; with the default
+    ``jump_prob`` the buffer reaches the 70/30 shares."""
+    energy, draws = _two_modes(0.5, 0.5, weights=(0.7, 0.3))
+    gen = torch.Generator().manual_seed(1)
+    cd = ContrastiveDivergence(buffer_size=1000, reinit_prob=0.0, num_steps=2,
+                               jump_prob=jump_prob).double()  # fmt: skip
+    cd.setup(draws(256, gen))
+    cd.buffer.samples = torch.tensor([3.0, 0.0], dtype=F64) + 0.5 * torch.randn(
+        1000, 2, dtype=F64, generator=gen
+    )
+    for _ in range(300):
+        out = cd(energy_module(energy), draws(256, gen), gen)
+    share = float((cd.buffer.samples[:, 0] < 0).double().mean())
+    if jump_prob == 0:
+        assert share == 0.0 and "jump_rate" not in out.metrics
+    else:
+        assert abs(share - 0.7) < 0.06, share
+        assert 0.0 < float(out.metrics["jump_rate"]) <= jump_prob
+
+
+def energy_module(fn):
+    class Wrapped(nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    return Wrapped()
+
+
+def test_cd_state_dict_keeps_steps_and_jump_centers():
+    """A persistent CD objective restored from its state_dict draws the same negatives."""
+    energy, draws = _two_modes(0.2, 0.5)
+    gen = torch.Generator().manual_seed(2)
+    cd = ContrastiveDivergence(buffer_size=300, num_steps=3).double()
+    cd.setup(draws(128, gen))
+    for _ in range(5):
+        cd.negatives(energy, draws(128, gen), gen)
+    state = cd.state_dict()
+    assert torch.isfinite(state["buffer.log_steps"]).any()
+    copy = ContrastiveDivergence(buffer_size=300, num_steps=3).double()
+    copy.setup(draws(128, torch.Generator().manual_seed(9)))
+    copy.load_state_dict(state)
+    batch = draws(128, gen)
+    a, _ = cd.negatives(energy, batch, torch.Generator().manual_seed(5))
+    b, _ = copy.negatives(energy, batch, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
 def test_nce_loss_and_log_z_gradient(setting):
     energy, x = setting
     noise = fit_gaussian_noise(x, scale=1.5)
