@@ -127,7 +127,8 @@ class ContrastiveDivergence(Objective):
       estimate over the previous data batch (:func:`~pyro_ebm.infer.kde_jump.kde_jump`,
       exact for the current model; Tjelmeland & Hegstad 2001). A KDE over the current batch
       (the positives) measured worse on ``rings`` (0.198 against 0.142), and so did jumps for
-      every drawn negative (``rings`` 0.142 against 0.084 with 0.1, seed 0).
+      every drawn negative (``rings`` 0.142 against 0.084 with 0.1, seed 0). Jumps alone, with
+      the shared step, leave ``mixture3`` at 0.631 / 0.601 (seeds 0 / 1): both are needed.
 
     With both (3,000 steps, seeds 0 / 1): ``mixture3`` 0.639 / 0.693 -> 0.083 / 0.085
     (masses 0.66 / 0.26 / 0.08); on the eight toys within the seed spread (worst cell 0.131 /

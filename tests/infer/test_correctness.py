@@ -232,8 +232,11 @@ def test_mixture_with_separated_modes_from_exact_draws(kernel):
 
 # The neck mixes slowly for HMC too: split R-hat of v over seeds 0-5 (one machine, AVX512)
 # was 1.0167 / 1.0044 / 1.0039 / 1.0103 / 1.0102 / 1.0019, so 1.01 held for seed 0 on one
-# machine and failed on another (floating-point paths differ, trajectories diverge); the
-# standardized x_k mix (R-hat <= 1.0025 on every seed) and keep the 1.01 bound.
+# machine and failed on another (floating-point paths differ, trajectories diverge). At
+# seed 0 v's ESS is 49 per chain (12,563 in all), and split R-hat of a converged run exceeds 1
+# by about 1 / (2 ESS per chain) = 0.010 (see pyro_ebm.infer.convergence); nested R-hat
+# there is 1.001 and the moments pass. The standardized x_k mix fast (R-hat <= 1.0025 on
+# every seed) and keep the 1.01 bound.
 FUNNEL_RHAT_V = 1.025
 
 FUNNEL_RUNS = {
