@@ -3,9 +3,10 @@
 Each objective is run as a new user would run it, with no per-data-set setting:
 ``ContrastiveDivergence()``, ``ScoreMatching(method)``, ``NCE.for_data(train)``,
 ``FCE.for_data(train)``, and ``fit(energy, train, objective, steps=..., batch_size=256)`` with
-``fit``'s defaults (Adam at the objective's ``default_lr``, cosine decay, EMA 0.995); the scored
-model is the one users get (the final EMA weights, never a best checkpoint). The energy is
-``MLPEnergy(2, (128, 128))`` on the eight 2-d toys and ``ConvEnergy()`` on ``digits``.
+``fit``'s defaults (Adam at the objective's ``default_lr`` after its ``default_lr_warmup``,
+cosine decay, EMA 0.995); the scored model is the one users get (the final EMA weights, never
+a best checkpoint). The energy is ``MLPEnergy(2, (128, 128))`` on the eight 2-d toys and
+``ConvEnergy()`` on ``digits``.
 
 Scores: on a 2-d toy the test NLL with log Z from ``grid_log_partition`` on [-4, 4]^2 (501
 nodes per axis) and KL = mean over the test draws of ``log p_true(x) - log p_model(x)``, with

@@ -162,6 +162,9 @@ def resolve_config(config: Config, train: Tensor) -> Config:
 
     if config["train"]["lr"] is None:  # the objective's own rate, as fit(lr=None) takes it
         config["train"]["lr"] = objective_class(kind).default_lr
+    if config["train"]["lr_warmup"] is None:  # the objective's share of the steps, as in fit()
+        share = objective_class(kind).default_lr_warmup
+        config["train"]["lr_warmup"] = round(share * config["train"]["steps"])
     if kind != "fce":  # only FCE has an adversary (its flow)
         config["train"].pop("adversary_lr", None)
     elif config["train"]["adversary_lr"] is None:

@@ -278,7 +278,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "str", library_default(fit, "schedule"), "learning-rate schedule", SCHEDULES
         ),
         "lr_warmup": Key(
-            "int", library_default(fit, "lr_warmup"), "linear learning-rate warm-up steps", None, 0
+            "int",
+            library_default(fit, "lr_warmup"),
+            "linear learning-rate warm-up steps (default: the objective's share of the steps, "
+            "Objective.default_lr_warmup)",
+            None,
+            0,
         ),
         "ema": Key(
             "float",

@@ -241,7 +241,8 @@ def test_default_run_builds_the_librarys_default_objectives():
 
 @pytest.mark.parametrize("name", ["cd", "sm-exact", "sm-sliced", "sm-denoising", "nce", "fce"])
 def test_resolved_learning_rate_is_the_objectives_own(name):
-    """``train.lr`` unset resolves to the objective's ``default_lr``, as ``fit(lr=None)`` does."""
+    """``train.lr`` and ``train.lr_warmup`` unset resolve to the objective's ``default_lr``
+    and ``default_lr_warmup``, as ``fit(lr=None, lr_warmup=None)`` does."""
     import torch
 
     from pyro_ebm.builders import build_objective, resolve_config
@@ -254,6 +255,12 @@ def test_resolved_learning_rate_is_the_objectives_own(name):
     given = merge_config(config, {"train": {"lr": 0.01}})
     assert resolve_config(given, train)["train"]["lr"] == 0.01
     objective_class = type(build_objective(resolved, train))
+    # the warm-up: the objective's share of the steps, as fit(lr_warmup=None) takes it
+    share = 0.05 if name == "nce" else 0.0
+    assert objective_class.default_lr_warmup == share
+    assert resolved["train"]["lr_warmup"] == round(share * resolved["train"]["steps"])
+    given = merge_config(config, {"train": {"lr_warmup": 7}})
+    assert resolve_config(given, train)["train"]["lr_warmup"] == 7
     if name == "fce":  # the flow's own rate, as fit(adversary_lr=None) takes it
         assert resolved["train"]["adversary_lr"] == objective_class.default_adversary_lr == 2e-3
         given = merge_config(config, {"train": {"adversary_lr": 1e-4}})

@@ -86,8 +86,8 @@ examples = truth.sample(NUM_EXAMPLES, generator=torch.Generator().manual_seed(1)
 energy = MLPEnergy(2, hidden=(64, 64))
 objective = NCE(fit_gaussian_noise(examples, scale=1.5), noise_ratio=4)
 start = time.perf_counter()
-history = fit(energy, examples, objective, steps=TRAIN_STEPS, batch_size=256, lr=2e-3, seed=0,
-              progress_bar=False)  # fmt: skip
+history = fit(energy, examples, objective, steps=TRAIN_STEPS, batch_size=256, lr=2e-3,
+              lr_warmup=0, seed=0, progress_bar=False)  # fmt: skip
 print(f"trained in {time.perf_counter() - start:.1f} s; learned log Z = {history.log_Z:.3f}")
 
 # The prior's parameters are fixed from now on: no gradient needs to reach them during MCMC.

@@ -115,7 +115,7 @@ for name, objective in make_objectives().items():
     energy = MLPEnergy(2, hidden=(128, 128))
     start = time.perf_counter()
     histories[name] = fit(energy, train, objective, steps=STEPS, batch_size=256, lr=2e-3,
-                          seed=0, progress_bar=False)  # fmt: skip
+                          lr_warmup=0, seed=0, progress_bar=False)  # fmt: skip
     seconds[name] = time.perf_counter() - start
     energies[name] = energy.requires_grad_(False)
     print(f"{name:14s} {seconds[name]:6.1f} s")

@@ -121,8 +121,8 @@ for name, objective in (
 ):
     torch.manual_seed(0)
     energy = MLPEnergy(2, hidden=(128, 128))
-    history = fit(energy, train, objective, steps=TRAIN_STEPS, batch_size=256, lr=2e-3, seed=0,
-                  progress_bar=False)  # fmt: skip
+    history = fit(energy, train, objective, steps=TRAIN_STEPS, batch_size=256, lr=2e-3,
+                  lr_warmup=0, seed=0, progress_bar=False)  # fmt: skip
     models[name] = energy.requires_grad_(False)
     learned_log_z[name] = history.log_Z
 

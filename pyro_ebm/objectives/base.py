@@ -89,10 +89,19 @@ class Objective(nn.Module):
         The constant learning rate of the adversary's optimizer (an adversarial objective's
         :meth:`adversary_parameters`, FCE's flow) when ``fit``'s ``adversary_lr`` is ``None``;
         ``None`` (the base class) means the primary rate ``lr``.
+    default_lr_warmup:
+        The linear learning-rate warm-up :func:`pyro_ebm.fit` uses when its ``lr_warmup`` is
+        ``None`` (the default), as a fraction of the run's ``steps``: 0 (none) unless a
+        subclass sets its own. It goes with :attr:`default_lr`: NCE, trained at a large rate
+        (5e-2), warms up over its first 5% of steps, which the large rate needs
+        (Adam's second-moment estimate is noisy over its first steps; Liu et al. 2020, "On the
+        variance of the adaptive learning rate and beyond", ICLR); measured, a warm-up made
+        contrastive divergence and score matching at their smaller rates worse.
     """
 
     default_lr: float = DEFAULT_LR
     default_adversary_lr: float | None = None
+    default_lr_warmup: float = 0.0
 
     def forward(
         self, energy: nn.Module, data: Tensor, generator: torch.Generator | None = None
