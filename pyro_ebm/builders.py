@@ -87,7 +87,14 @@ _OBJECTIVE_KEYS = {
     "sm-sliced": ("num_projections",),
     "sm-denoising": ("sigma", "antithetic"),
     "nce": ("noise_scale", "noise_ratio"),
-    "fce": ("noise_ratio", "flow_kind", "flow_hidden", "flow_layers", "flow_pretrain_steps"),
+    "fce": (
+        "noise_ratio",
+        "flow_kind",
+        "flow_hidden",
+        "flow_layers",
+        "flow_pretrain_steps",
+        "flow_refine",
+    ),  # fmt: skip
 }
 _MODEL_KEYS = {
     "mlp": ("hidden", "activation", "spectral_norm", "first_layer_gain"),
@@ -276,6 +283,6 @@ def build_objective(
     return FCE.for_data(
         train, kind=o["flow_kind"], hidden_features=o["flow_hidden"],
         num_layers=o["flow_layers"], noise_ratio=o["noise_ratio"],
-        pretrain_steps=o["flow_pretrain_steps"] if pretrain else 0,
+        pretrain_steps=o["flow_pretrain_steps"] if pretrain else 0, refine=o["flow_refine"],
         generator=torch.Generator().manual_seed(seed), progress_bar=progress,
     )  # fmt: skip

@@ -256,6 +256,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None,
             0,
         ),
+        "flow_refine": Key(
+            "float",
+            library_default(_FCE, "refine"),
+            "FCE: share of the steps, at the end, refining the energy by NCE against the frozen "
+            "flow (0: the game to the end)",
+            None,
+            0,
+        ),
     },
     "train": {
         "steps": Key("int", 5000, "optimizer steps (the total, also when resuming)", None, 1),

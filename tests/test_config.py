@@ -137,6 +137,7 @@ def _library_defaults():
         ("objective", "flow_hidden"): (FCE.for_data, "hidden_features"),
         ("objective", "flow_layers"): (FCE.for_data, "num_layers"),
         ("objective", "flow_pretrain_steps"): (FCE.for_data, "pretrain_steps"),
+        ("objective", "flow_refine"): (FCE.for_data, "refine"),
         ("train", "batch_size"): (fit, "batch_size"),
         ("train", "lr"): (fit, "lr"),
         ("train", "adversary_lr"): (fit, "adversary_lr"),

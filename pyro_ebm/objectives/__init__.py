@@ -1,6 +1,6 @@
 """Training objectives for energies: contrastive divergence, score matching, NCE and FCE."""
 
-from .base import LossOutput, Objective
+from .base import LossOutput, Objective, Phase
 from .buffers import ReplayBuffer
 from .cd import ContrastiveDivergence
 from .fce import FCE, make_flow
@@ -13,6 +13,7 @@ __all__ = [
     "ContrastiveDivergence",
     "LossOutput",
     "Objective",
+    "Phase",
     "ReplayBuffer",
     "ScoreMatching",
     "fit_gaussian_noise",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DIAGNOSIS_WINDOW", "LossOutput", "Objective", "log_z_runaway"]
+__all__ = ["DIAGNOSIS_WINDOW", "LossOutput", "Objective", "Phase", "log_z_runaway"]
 
 DIAGNOSIS_WINDOW = 200
 """Steps over which :meth:`Objective.diagnose` averages a metric before judging it."""
@@ -70,6 +70,21 @@ class LossOutput:
 
     loss: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A later stretch of a :func:`pyro_ebm.fit` run with its own learning rate.
+
+    From step ``start`` on, the schedule restarts (a warm restart, Loshchilov & Hutter 2017,
+    "SGDR", ICLR): a linear warm-up over the ``warmup`` share of the phase's steps to the peak
+    rate ``lr`` (``None``: ``fit``'s ``lr``), then ``fit``'s ``schedule`` over the rest of
+    the phase. See :meth:`Objective.phases`.
+    """
+
+    start: int
+    lr: float | None = None
+    warmup: float = 0.0
 
 
 DEFAULT_LR = 2e-3
@@ -138,6 +153,20 @@ class Objective(nn.Module):
         the progress bar. The default finds nothing.
         """
         return {}
+
+    def phases(self, steps: int) -> tuple[Phase, ...]:
+        """The later phases of a ``fit`` run of ``steps`` steps (default: none).
+
+        The first phase starts at step 0 with ``fit``'s ``lr`` and ``lr_warmup``; each
+        :class:`Phase` returned starts a new one (strictly increasing starts in
+        ``(0, steps)``). ``fit`` calls :meth:`enter_phase` with the phase's index (0 for the
+        first) before the first step it runs in it, also when resuming, so the objective's
+        behaviour is a function of the step and a resumed run continues exactly.
+        """
+        return ()
+
+    def enter_phase(self, index: int) -> None:
+        """Called by ``fit`` before the first step of phase ``index`` (default: nothing)."""
 
     def setup(self, data: Tensor) -> None:
         """Called once by ``fit`` with a data sample before training (e.g. buffer bounds)."""

@@ -24,6 +24,19 @@ then the diagonal Gaussian fitted to the data (the noise NCE starts from) whatev
 location and scale, not a standard normal that the classifier separates from the data at
 once. Without it, FCE on ``digits`` (pixels in [-1, 1], border pixels with standard deviation
 0.03) starts with the classifier's accuracy at 1, where the flow gets no gradient.
+
+**Refinement (opt-in).** With ``refine=r > 0`` the game runs for the first ``1 - r`` of
+``fit``'s steps; then the flow is frozen and the energy is refined by NCE against it for the
+rest, at ``refine_lr`` (NCE's rate, 5e-2) after a warm-up (a :class:`~pyro_ebm.objectives.Phase`:
+``fit`` restarts its schedule there). Against a fixed noise NCE is consistent (Gutmann &
+Hyvärinen 2012), so the energy can learn at a rate the game does not allow (a fast energy
+loses the flow, see :class:`FCE`'s notes). The refinement's noise is the defensive mixture
+:math:`(1 - w)\\,q_\\phi + w\\,N(m, \\mathrm{diag}(1.25 s)^2)` (``w = refine_noise_share``;
+:math:`m, s` the data's per-coordinate mean and standard deviation): a flow fitted to the data
+has light tails, and NCE against it alone lets the energy put mass where neither data nor
+noise fall (Hesterberg 1995, "Weighted average importance sampling and defensive mixture
+distributions", Technometrics). Not the default: in 64 dimensions the frozen flow is far from
+the data and the refinement loses (docs/theory/fce.md, bench/README).
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ from torch import Tensor, nn
 
 from .._validation import check_int, check_positive_float
 from ..progress import progress
-from .base import DIAGNOSIS_WINDOW, LossOutput, Objective, _recent_mean, log_z_runaway
+from .base import DIAGNOSIS_WINDOW, LossOutput, Objective, Phase, _recent_mean, log_z_runaway
 from .nce import _check_data, nce_loss
 
 __all__ = ["FCE", "FLOW_KINDS", "default_flow_kind", "make_flow"]
@@ -45,6 +58,12 @@ ACCURACY_STUCK = 0.99
 """Mean classifier accuracy (over the diagnosis window) that :meth:`FCE.diagnose` calls stuck."""
 FLOW_NLL_RISE = 5.0
 """Rise (nats) of the flow's data NLL above its best window that :meth:`FCE.diagnose` flags."""
+
+REFINE_WARMUP = 0.05
+"""Warm-up share of FCE's refinement phase (as NCE's ``default_lr_warmup``)."""
+REFINE_WIDEN = 1.25
+"""Widening of the Gaussian in the refinement's defensive noise (``NCE.for_data``'s
+``noise_scale``)."""
 
 FLOW_KINDS = ("realnvp", "maf")
 """The flows :func:`make_flow` builds."""
@@ -122,6 +141,15 @@ class FCE(Objective):
     standardize:
         Run the flow on the data standardized per coordinate (see the module docstring); the
         mean and standard deviation are set by :meth:`setup` (``fit`` calls it) from the data.
+    refine:
+        Share of ``fit``'s steps, at the end, in which the flow is frozen and the energy is
+        refined by NCE against it (module docstring, "Refinement"); 0 (default) plays the game
+        to the end.
+    refine_lr:
+        The energy's peak learning rate in the refinement (NCE's 5e-2), after a
+        :data:`REFINE_WARMUP` warm-up.
+    refine_noise_share:
+        Share of the refinement's noise drawn from the widened Gaussian.
 
     Notes
     -----
@@ -162,6 +190,9 @@ class FCE(Objective):
         init_log_Z: float = 0.0,
         flow_update_threshold: float = 0.6,
         standardize: bool = True,
+        refine: float = 0.0,
+        refine_lr: float = 5e-2,
+        refine_noise_share: float = 0.2,
     ) -> None:
         super().__init__()
         for name in ("log_prob", "sample", "sample_and_log_prob"):
@@ -172,6 +203,14 @@ class FCE(Objective):
             raise ValueError(
                 f"flow_update_threshold must be in [0, 1); got {flow_update_threshold}"
             )
+        if not 0.0 <= refine < 1.0:
+            raise ValueError(f"refine must be in [0, 1) (a share of fit's steps); got {refine}")
+        if not 0.0 < refine_noise_share < 1.0:
+            raise ValueError(f"refine_noise_share must be in (0, 1); got {refine_noise_share}")
+        self.refine = float(refine)
+        self.refine_lr = check_positive_float("refine_lr", refine_lr)
+        self.refine_noise_share = float(refine_noise_share)
+        self.refining = False
         self.flow = flow
         self.noise_ratio = float(noise_ratio)
         self.flow_update_threshold = flow_update_threshold
@@ -193,7 +232,7 @@ class FCE(Objective):
     def setup(self, data: Tensor, generator: torch.Generator | None = None) -> None:
         """Fix the standardization from ``data`` (once: later calls keep it, so a pre-trained
         flow and a resumed run keep the scale they were trained on)."""
-        if not self.standardize or self.data_loc.numel():
+        if self.data_loc.numel():
             return
         flat = self._flat(data).detach()
         loc = flat.mean(0)
@@ -201,20 +240,53 @@ class FCE(Objective):
         floor = 1e-6 * scale.max().clamp(min=1e-12)  # a constant coordinate: no zero scale
         self.data_loc, self.data_scale = loc, torch.maximum(scale, floor)
 
-    def log_q(self, x: Tensor) -> Tensor:
-        """The noise log density :math:`\\log q(x)` of flat points ``x`` (standardized flow)."""
-        if not self.data_loc.numel():
+    def _standardized(self) -> bool:
+        return self.standardize and bool(self.data_loc.numel())
+
+    def _flow_log_q(self, x: Tensor) -> Tensor:
+        if not self._standardized():
             return self.flow.log_prob(x)
         loc, scale = self.data_loc.to(x), self.data_scale.to(x)
         return self.flow.log_prob((x - loc) / scale) - scale.log().sum()
 
+    def _defensive(self, like: Tensor) -> torch.distributions.Distribution:
+        loc, scale = self.data_loc.to(like), REFINE_WIDEN * self.data_scale.to(like)
+        return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+    def log_q(self, x: Tensor) -> Tensor:
+        """The noise log density :math:`\\log q(x)` of flat points ``x``: the (standardized)
+        flow, mixed with the widened Gaussian while refining (module docstring)."""
+        flow = self._flow_log_q(x)
+        if not self.refining:
+            return flow
+        w = self.refine_noise_share
+        gauss = self._defensive(x).log_prob(x)
+        return torch.logaddexp(flow + math.log1p(-w), gauss + math.log(w))
+
     def sample_q(self, n: int) -> tuple[Tensor, Tensor]:
-        """``n`` flat draws from the noise and their :math:`\\log q`."""
-        y, log_q = self.flow.sample_and_log_prob(n)
-        if not self.data_loc.numel():
+        """``n`` flat draws from the noise and their :math:`\\log q` (while refining, a share
+        ``refine_noise_share`` of them from the widened Gaussian, stratified)."""
+        k = round(self.refine_noise_share * n) if self.refining else 0
+        y, log_q = self.flow.sample_and_log_prob(n - k)
+        if self._standardized():
+            loc, scale = self.data_loc.to(y), self.data_scale.to(y)
+            y, log_q = loc + scale * y, log_q - scale.log().sum()
+        if not self.refining:
             return y, log_q
-        loc, scale = self.data_loc.to(y), self.data_scale.to(y)
-        return loc + scale * y, log_q - scale.log().sum()
+        y = torch.cat([y, self._defensive(y).sample((k,))])
+        return y, self.log_q(y)
+
+    def phases(self, steps: int) -> tuple[Phase, ...]:
+        """With ``refine > 0``: the refinement phase over the last ``refine`` of the steps, at
+        ``refine_lr`` after a :data:`REFINE_WARMUP` warm-up (none when it would be empty)."""
+        start = steps - round(self.refine * steps)
+        if not self.refine or not 0 < start < steps:
+            return ()
+        return (Phase(start, self.refine_lr, REFINE_WARMUP),)
+
+    def enter_phase(self, index: int) -> None:
+        """Phase 1 is the refinement: the flow is frozen and the noise defensive."""
+        self.refining = index >= 1
 
     @classmethod
     def for_data(
@@ -226,6 +298,7 @@ class FCE(Objective):
         num_layers: int = 6,
         noise_ratio: float = 1.0,
         pretrain_steps: int = 0,
+        refine: float = 0.0,
         generator: torch.Generator | None = None,
         progress_bar: bool = False,
     ) -> FCE:
@@ -249,7 +322,7 @@ class FCE(Objective):
         flow = make_flow(
             data[0].numel(), kind, hidden_features=hidden_features, num_layers=num_layers
         )
-        fce = cls(flow, noise_ratio=noise_ratio)
+        fce = cls(flow, noise_ratio=noise_ratio, refine=refine)
         fce.setup(data)
         if pretrain_steps:
             fce.pretrain_flow(data, pretrain_steps, generator=generator, progress_bar=progress_bar)
@@ -285,13 +358,21 @@ class FCE(Objective):
         """
         found: dict[str, str] = {}
         accuracy = _recent_mean(metrics.get("accuracy", []))
-        if accuracy is not None and accuracy >= ACCURACY_STUCK:
+        if accuracy is not None and accuracy >= ACCURACY_STUCK and self.refining:
+            found["accuracy"] = (
+                f"refinement: the classifier's accuracy is {accuracy:.3f} over the last "
+                f"{DIAGNOSIS_WINDOW} steps: the frozen flow is far from the data and NCE against "
+                "it learns little about the density (refine=0 keeps the game to the end)"
+            )
+        elif accuracy is not None and accuracy >= ACCURACY_STUCK:
             found["accuracy"] = (
                 f"classifier accuracy stuck at {accuracy:.3f} over the last {DIAGNOSIS_WINDOW} "
                 "steps: the EBM separates the flow's samples from the data and the flow no "
                 "longer learns (pre-train the flow: FCE.for_data(data, pretrain_steps=500))"
             )
         nll = list(metrics.get("flow_nll", []))
+        if self.refining:  # the flow is frozen: its NLL no longer moves
+            nll = []
         if nll and not math.isfinite(nll[-1]):
             found["flow_nll"] = f"the flow's NLL on the data is {nll[-1]}: the flow diverged"
         elif len(nll) >= 2 * DIAGNOSIS_WINDOW:
@@ -333,13 +414,15 @@ class FCE(Objective):
         self, energy: nn.Module, data: Tensor, generator: torch.Generator | None = None
     ) -> LossOutput:
         """The EBM's NCE loss against the (frozen) flow."""
-        if self.standardize and not self.data_loc.numel():
+        if not self.data_loc.numel():
             self.setup(data)
         with torch.no_grad():
             noise, log_q_noise = self.sample_q(self._num_noise(data.shape[0]))
-            log_q_data = self.log_q(self._flat(data))
+            flat = self._flat(data)
+        log_q_data = self.log_q(flat)
         loss, accuracy, metrics = self._value(energy, data, noise, log_q_data, log_q_noise)
-        metrics["flow_nll"] = -log_q_data.mean().detach()  # the flow's fit to the data batch
+        flow_q = self._flow_log_q(flat) if self.refining else log_q_data
+        metrics["flow_nll"] = -flow_q.mean().detach()  # the flow's fit to the data batch
         self.last_accuracy = accuracy.detach().to(self.last_accuracy)
         return LossOutput(loss, metrics)
 
@@ -352,9 +435,9 @@ class FCE(Objective):
     ) -> LossOutput | None:
         """The flow's loss :math:`-J` (it maximizes the classifier's loss), or ``None`` when
         the balancing rule skips this step."""
-        if float(self.last_accuracy) <= self.flow_update_threshold:
+        if self.refining or float(self.last_accuracy) <= self.flow_update_threshold:
             return None
-        if self.standardize and not self.data_loc.numel():
+        if not self.data_loc.numel():
             self.setup(data)
         noise, log_q_noise = self.sample_q(self._num_noise(data.shape[0]))
         log_q_data = self.log_q(self._flat(data))

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._validation import check_int, check_positive_float
 from ..energies._log_z import store_log_Z
-from ..objectives.base import LossOutput, Objective
+from ..objectives.base import LossOutput, Objective, Phase
 from ..parallel import (
     all_reduce_mean,
     average_gradients,
@@ -63,20 +63,51 @@ def _make_optimizer(name, params, lr, weight_decay):
     raise ValueError(f"optimizer must be 'adam', 'adamw', 'sgd' or a callable; got {name!r}")
 
 
-def _make_schedule(name, optimizer, steps, warmup):
+def _check_phases(phases, steps: int) -> tuple:
+    last = 0
+    for phase in phases:
+        if not isinstance(phase, Phase) or not last < phase.start < steps:
+            raise ValueError(
+                f"Objective.phases({steps}) must return Phase objects with strictly increasing "
+                f"starts in (0, {steps}); got {phases!r}"
+            )
+        if phase.lr is not None:
+            check_positive_float("Phase.lr", phase.lr)
+        if not 0.0 <= phase.warmup < 1.0:
+            raise ValueError(f"Phase.warmup must be in [0, 1); got {phase.warmup}")
+        last = phase.start
+    return tuple(phases)
+
+
+def _phase_index(phases, step: int) -> int:
+    return sum(phase.start <= step for phase in phases)
+
+
+def _make_schedule(name, optimizer, steps, warmup, phases=(), lr=None):
+    """LambdaLR: ``schedule`` (after ``warmup`` steps) over the first phase, restarted at each
+    later :class:`~pyro_ebm.objectives.base.Phase` with its peak rate and warm-up share."""
     if optimizer is None:
         return None
-    if name == "constant":
-        factor = lambda t: min(1.0, (t + 1) / warmup) if warmup else 1.0  # noqa: E731
-    elif name == "cosine":
-
-        def factor(t):
-            if warmup and t < warmup:
-                return (t + 1) / warmup
-            progress = min(1.0, (t - warmup) / max(1, steps - warmup))
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-    else:
+    if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got {name!r}")
+    bounds = [0, *(phase.start for phase in phases), steps]
+    peaks = [1.0] + [1.0 if p.lr is None or lr is None else p.lr / lr for p in phases]
+    warmups = [warmup] + [
+        round(p.warmup * (b - p.start)) for p, b in zip(phases, bounds[2:], strict=True)
+    ]
+
+    def shape(t, length, warm):
+        if warm and t < warm:
+            return (t + 1) / warm
+        if name == "constant":
+            return 1.0
+        progress = min(1.0, (t - warm) / max(1, length - warm))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def factor(t):
+        k = _phase_index(phases, t)
+        return peaks[k] * shape(t - bounds[k], bounds[k + 1] - bounds[k], warmups[k])
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -157,6 +188,10 @@ def fit(
         linear warm-up steps. ``lr_warmup=None`` (default) takes the objective's
         :attr:`~pyro_ebm.objectives.Objective.default_lr_warmup` share of ``steps``: 5% for NCE
         (trained at 5e-2), none for the others.
+        An objective may ask for later phases (:meth:`~pyro_ebm.objectives.Objective.phases`,
+        e.g. FCE's opt-in refinement): the schedule restarts at each, with the phase's own
+        peak rate and warm-up (:class:`~pyro_ebm.objectives.Phase`), and ``fit`` calls the
+        objective's :meth:`~pyro_ebm.objectives.Objective.enter_phase` as it enters one.
     ema:
         Decay of the exponential moving average of the energy's parameters and learned log Z
         (``None`` disables it). Measured on 2-d data, the final KL of unsmoothed training jumps
@@ -273,7 +308,8 @@ def fit(
     )  # fmt: skip
     adv_params = objective.adversary_parameters()
     adv_opt = _make_optimizer("adam", adv_params, adversary_lr, 0.0) if adv_params else None
-    sched = _make_schedule(schedule, opt, steps, lr_warmup)
+    phases = _check_phases(objective.phases(steps), steps)
+    sched = _make_schedule(schedule, opt, steps, lr_warmup, phases, lr)
     averaged = {"energy": energy}
     if objective.log_Z is not None:
         averaged["log_Z"] = LogZHolder(objective.log_Z)
@@ -351,7 +387,11 @@ def fit(
     bar = progress(range(start, steps), desc=type(objective).__name__, total=steps,
                    initial=start, enabled=progress_bar)  # fmt: skip
     callbacks = list(callbacks)
+    phase = None
     for step in bar:
+        if _phase_index(phases, step) != phase:  # also on resume: behaviour follows the step
+            phase = _phase_index(phases, step)
+            objective.enter_phase(phase)
         batch = as_tensor_batch(batches.next()).to(device=device, dtype=dtype)
         out: LossOutput = objective(energy, batch, dev_gen)
         objective.synchronize(all_reduce_mean)  # e.g. FCE's turn, the same on every rank
