@@ -86,7 +86,7 @@ def _fce(**kw):
 
 def test_fce_refinement_is_the_last_share_of_the_steps_at_its_own_rate():
     fce = _fce(refine=0.7)
-    assert fce.phases(100) == (Phase(30, 5e-2, REFINE_WARMUP),)
+    assert fce.phases(100) == (Phase(30, 5e-2, REFINE_WARMUP, reset_optimizer=True),)
     assert _fce().phases(100) == ()  # the default plays the game to the end
     assert _fce(refine=0.001).phases(100) == ()  # an empty refinement is none
     for bad in ({"refine": 1.0}, {"refine": -0.1}, {"refine_noise_share": 0.0},
@@ -146,3 +146,30 @@ def test_fce_refinement_warns_when_the_frozen_flow_is_far_from_the_data():
     fce.enter_phase(0)
     found = fce.diagnose({"accuracy": [1.0] * 400, "flow_nll": [1.0] * 200 + [9.0] * 200}, [1e-3])
     assert set(found) == {"accuracy", "flow_nll"} and "refinement" not in found["accuracy"]
+
+
+def test_fce_refinement_restarts_adam_and_a_resumed_run_is_exact(tmp_path):
+    """The refinement starts with Adam's moments cleared (its step count restarts), and a run
+    interrupted inside the refinement resumes exactly (the reset is not repeated)."""
+    from pyro_ebm.training import load_checkpoint
+
+    kw = dict(steps=20, batch_size=64, seed=0, progress_bar=False)
+
+    def make():
+        fce = _fce(refine=0.5)  # seeds torch's generator, then the flow
+        return MLPEnergy(2, hidden=(8,)), fce
+
+    energy, fce = make()
+    straight = fit(energy, DATA, fce, checkpoint_dir=tmp_path / "a", **kw)
+    reference = {k: v.clone() for k, v in energy.state_dict().items()}
+    adam = load_checkpoint(tmp_path / "a")["optimizer"]["state"]
+    assert {int(v["step"]) for v in adam.values()} == {10}  # 10 refinement steps, not 20
+
+    stop = lambda step, metrics: step == 13  # noqa: E731 - an interruption in the refinement
+    energy, fce = make()
+    fit(energy, DATA, fce, checkpoint_dir=tmp_path / "b", callbacks=[stop], **kw)
+    energy, fce = make()
+    resumed = fit(energy, DATA, fce, checkpoint_dir=tmp_path / "b", resume=True, **kw)
+    assert resumed.loss == straight.loss
+    for key, value in reference.items():
+        assert torch.equal(energy.state_dict()[key], value), key

@@ -79,12 +79,15 @@ class Phase:
     From step ``start`` on, the schedule restarts (a warm restart, Loshchilov & Hutter 2017,
     "SGDR", ICLR): a linear warm-up over the ``warmup`` share of the phase's steps to the peak
     rate ``lr`` (``None``: ``fit``'s ``lr``), then ``fit``'s ``schedule`` over the rest of
-    the phase. See :meth:`Objective.phases`.
+    the phase. ``reset_optimizer`` clears the optimizer's state (Adam's moment estimates) as
+    the phase starts, for a phase whose loss is a different one (FCE's refinement). See
+    :meth:`Objective.phases`.
     """
 
     start: int
     lr: float | None = None
     warmup: float = 0.0
+    reset_optimizer: bool = False
 
 
 DEFAULT_LR = 2e-3

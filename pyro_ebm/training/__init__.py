@@ -392,6 +392,10 @@ def fit(
         if _phase_index(phases, step) != phase:  # also on resume: behaviour follows the step
             phase = _phase_index(phases, step)
             objective.enter_phase(phase)
+            starting = phases[phase - 1] if phase else None
+            if starting is not None and starting.reset_optimizer and step == starting.start:
+                if opt is not None:  # not when resuming inside the phase: the state is saved
+                    opt.state.clear()
         batch = as_tensor_batch(batches.next()).to(device=device, dtype=dtype)
         out: LossOutput = objective(energy, batch, dev_gen)
         objective.synchronize(all_reduce_mean)  # e.g. FCE's turn, the same on every rank
