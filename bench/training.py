@@ -236,6 +236,8 @@ def run_one(method: str, name: str, scale: float, seed: int = 0) -> dict:
     seconds = time.perf_counter() - start
     result = score(energy, train, test, name)
     warned = ",".join(sorted({w["kind"] for w in history.warnings})) or "-"
+    if history.events:  # what fit decided (e.g. FCE's refinement abandoned after its trial)
+        warned += " " + ",".join(f"{e['kind']}@{e['step']}" for e in history.events)
     return {"steps": steps, "seconds": seconds, "warnings": warned, **result}
 
 

@@ -92,7 +92,10 @@ class Key:
     """One configuration key: its type, default (``None``: resolved at training time), help.
 
     ``kind`` is ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"ints"`` or ``"floats"``
-    (the last two: lists). ``choices`` restricts a string; ``minimum`` a number (inclusive).
+    (the last two: lists). ``choices`` restricts a string; ``minimum`` and ``maximum`` a
+    number (inclusive), ``below`` a number from above (exclusive: a share that must stay
+    under 1), matching the library's own checks so a bad value is a configuration error
+    naming the key.
     """
 
     kind: str
@@ -100,6 +103,8 @@ class Key:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
+    below: float | None = None
 
 
 def library_default(fn: Callable[..., Any], name: str) -> Any:
@@ -132,7 +137,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key("str", None, "a built-in data set or a path to a .npy/.csv file"),
         "n_train": Key("int", 50_000, "training points drawn from a built-in 2-d toy", None, 2),
         "n_test": Key("int", 20_000, "held-out points (another seed) for a 2-d toy", None, 2),
-        "test_fraction": Key("float", 0.2, "share held out of digits or a data file", None, 0.01),
+        "test_fraction": Key(
+            "float", 0.2, "share held out of digits or a data file", None, 0.01, below=1
+        ),
         "seed": Key("int", 0, "seed of the data (the held-out toy points use seed + 1)", None, 0),
     },
     "model": {
@@ -213,6 +220,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "CD: (would-be) MALA acceptance the step adapts to (0.95 for ULA, 0.574 for MALA)",
             None,
             0,
+            below=1,
         ),
         "cd_adapt_step_size": Key(
             "bool",
@@ -231,6 +239,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "CD: buffer re-initialization probability",
             None,
             0,
+            maximum=1,
         ),
         "cd_per_chain_step_size": Key(
             "bool",
@@ -243,6 +252,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "CD (persistent): share of negatives that try a mode-jumping move each step",
             None,
             0,
+            maximum=1,
         ),
         "flow_kind": Key("str", None, "FCE flow (realnvp if d >= 2, else maf)", FLOW_KINDS),
         "flow_hidden": Key(
@@ -263,6 +273,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "flow (0: the game to the end)",
             None,
             0,
+            below=1,
         ),
     },
     "train": {
@@ -299,6 +310,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "parameter EMA decay (0 turns it off)",
             None,
             0,
+            below=1,
         ),  # fmt: skip
         "grad_clip": Key(
             "float",
@@ -394,6 +406,10 @@ def _check_value(section: str, name: str, value: Any) -> Any:
             raise ConfigError(f"{where} must be finite; got {v!r}")
         if key.minimum is not None and v < key.minimum:
             raise ConfigError(f"{where} must be >= {key.minimum:g}; got {v!r}")
+        if key.maximum is not None and v > key.maximum:
+            raise ConfigError(f"{where} must be <= {key.maximum:g}; got {v!r}")
+        if key.below is not None and v >= key.below:
+            raise ConfigError(f"{where} must be < {key.below:g}; got {v!r}")
         return float(v)
 
     if key.kind == "int":

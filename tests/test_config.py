@@ -71,6 +71,12 @@ def test_every_default_validates_and_writes(tmp_path):
         ({"model": {"spectral_norm": 1}}, "model.spectral_norm must be true or false"),
         ({"evaluate": {"bounds": [0, "x"]}}, "evaluate.bounds must be a list of numbers"),
         ({"train": 3}, "[train] must be a table of keys"),
+        ({"objective": {"flow_refine": 1.0}}, "objective.flow_refine must be < 1; got 1.0"),
+        ({"objective": {"cd_jump_prob": 1.5}}, "objective.cd_jump_prob must be <= 1; got 1.5"),
+        ({"objective": {"cd_reinit_prob": 2}}, "objective.cd_reinit_prob must be <= 1"),
+        ({"objective": {"cd_target_accept": 1}}, "objective.cd_target_accept must be < 1"),
+        ({"train": {"ema": 1.5}}, "train.ema must be < 1; got 1.5"),
+        ({"data": {"test_fraction": 1}}, "data.test_fraction must be < 1"),
     ],
 )
 def test_validation_names_the_key_and_the_allowed_values(config, message):

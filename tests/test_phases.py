@@ -10,7 +10,7 @@ import torch
 from pyro_ebm import fit
 from pyro_ebm.energies import MLPEnergy
 from pyro_ebm.objectives import FCE, Phase, ScoreMatching, make_flow
-from pyro_ebm.objectives.fce import REFINE_WARMUP, REFINE_WIDEN
+from pyro_ebm.objectives.fce import REFINE_ABANDON, REFINE_TRIAL, REFINE_WARMUP, REFINE_WIDEN
 
 DATA = torch.randn(256, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([2.0, 0.5])
 
@@ -68,10 +68,100 @@ def test_a_resumed_run_enters_the_phase_it_stopped_in(tmp_path):
     assert resumed.loss == straight.loss
 
 
+class Trial(Phased):
+    """A second phase at step 10 on trial for 4 steps; abandoned when ``verdict`` says so."""
+
+    def __init__(self, verdict="too far"):
+        super().__init__((Phase(10, 4e-2, 0.2, reset_optimizer=True, trial=4),))
+        self.verdict, self.judged = verdict, []
+
+    def abandon_phase(self, index, metrics):
+        self.judged.append((index, len(metrics["energy_pos"])))
+        return self.verdict
+
+
+def _trial_run(objective, tmp_path=None, **kw):
+    torch.manual_seed(0)
+    energy = MLPEnergy(2, hidden=(8,))
+    states = {}
+
+    def watch(step, metrics):  # the energy after each step
+        states[step] = {k: v.clone() for k, v in energy.state_dict().items()}
+
+    history = fit(energy, DATA, objective, steps=20, batch_size=64, lr=1e-2, lr_warmup=2,
+                  seed=0, progress_bar=False, callbacks=[watch, *kw.pop("callbacks", [])],
+                  checkpoint_dir=tmp_path, **kw)  # fmt: skip
+    return energy, history, states
+
+
+def test_an_abandoned_trial_rolls_back_and_the_phase_before_runs_to_the_end(tmp_path):
+    """Judged after its 4 trial steps (10-13): everything returns to the state at step 10
+    (the energy, the EMA, Adam's moments) and the first phase's schedule, stretched to the
+    run's 20 steps, goes on from step 14."""
+    from pyro_ebm.training import load_checkpoint
+
+    objective = Trial()
+    energy, history, states = _trial_run(objective, tmp_path, ema=None)
+    assert objective.judged == [(1, 14)]  # after step 13, with its metrics recorded
+    for key, value in states[9].items():  # the state at the phase's start
+        assert torch.equal(states[13][key], value), key
+    assert any(not torch.equal(states[12][k], v) for k, v in states[9].items())
+    assert objective.entered == [0, 1, 0]
+    expected = [_cosine(t, 10, 2, 1e-2) for t in range(10)]
+    expected += [_cosine(t, 10, 2, 4e-2) for t in range(4)]
+    expected += [_cosine(t, 20, 2, 1e-2) for t in range(14, 20)]
+    assert history.lr == pytest.approx(expected)
+    assert [(e["kind"], e["step"]) for e in history.events] == [("phase_abandoned", 13)]
+    assert "too far" in history.events[0]["message"] and len(history.loss) == 20
+    adam = load_checkpoint(tmp_path)["optimizer"]["state"]
+    assert {int(v["step"]) for v in adam.values()} == {16}  # 10 before the trial + 6 after
+
+
+def test_an_abandoned_trial_restores_the_ema_and_the_optimizer(tmp_path):
+    """The checkpoint written after the verdict (step 14) holds the EMA and Adam's state of the
+    one written at the phase's start (step 10)."""
+    from pyro_ebm.training import load_checkpoint
+
+    saved = {}
+
+    def keep(step, metrics):  # each checkpoint, as written after the step
+        if step in (9, 11, 13):
+            saved[step + 1] = load_checkpoint(tmp_path)
+
+    _trial_run(Trial(), tmp_path, ema=0.9, checkpoint_every=2, callbacks=[keep])
+    for key, value in saved[10]["ema"].items():
+        assert torch.equal(saved[14]["ema"][key], value), key
+    assert any(not torch.equal(saved[12]["ema"][k], v) for k, v in saved[10]["ema"].items())
+    assert saved[14]["optimizer"]["state"].keys() == saved[10]["optimizer"]["state"].keys()
+    for index, state in saved[10]["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(saved[14]["optimizer"]["state"][index][name], value), name
+
+
+def test_a_kept_trial_changes_nothing():
+    """A trial judged worth keeping runs exactly as the same phase without a trial."""
+    _, kept, _ = _trial_run(Trial(verdict=None))
+    plain_phase = Phased((Phase(10, 4e-2, 0.2, reset_optimizer=True),))
+    _, plain, _ = _trial_run(plain_phase)
+    assert kept.loss == plain.loss and kept.lr == plain.lr and not kept.events
+
+
+@pytest.mark.parametrize("stop_at", [11, 13, 16])  # inside the trial, at its verdict, after
+def test_a_run_resumed_around_a_trial_is_exact(tmp_path, stop_at):
+    straight_energy, straight, _ = _trial_run(Trial(), tmp_path / "a")
+    stop = lambda step, metrics: step == stop_at  # noqa: E731
+    _trial_run(Trial(), tmp_path / "b", callbacks=[stop])
+    energy, resumed, _ = _trial_run(Trial(), tmp_path / "b", resume=True)
+    assert resumed.loss == straight.loss and resumed.lr == pytest.approx(straight.lr)
+    assert resumed.events == straight.events
+    for key, value in straight_energy.state_dict().items():
+        assert torch.equal(energy.state_dict()[key], value), key
+
+
 @pytest.mark.parametrize(
     "phases",
     [(Phase(0),), (Phase(20),), (Phase(12), Phase(12)), (Phase(5, lr=-1.0),),
-     (Phase(5, warmup=1.0),), ("step 5",)],
+     (Phase(5, warmup=1.0),), (Phase(5, trial=16),), (Phase(5, trial=-1),), ("step 5",)],
 )  # fmt: skip
 def test_bad_phases_are_rejected_naming_what_is_allowed(phases):
     with pytest.raises(ValueError, match="Phase"):
@@ -86,7 +176,8 @@ def _fce(**kw):
 
 def test_fce_refinement_is_the_last_share_of_the_steps_at_its_own_rate():
     fce = _fce(refine=0.7)
-    assert fce.phases(100) == (Phase(30, 5e-2, REFINE_WARMUP, reset_optimizer=True),)
+    assert fce.phases(100) == (Phase(30, 5e-2, REFINE_WARMUP, reset_optimizer=True, trial=23),)
+    assert fce.phases(10_000)[0].trial == REFINE_TRIAL  # at most a third of the refinement
     assert _fce().phases(100) == ()  # the default plays the game to the end
     assert _fce(refine=0.001).phases(100) == ()  # an empty refinement is none
     for bad in ({"refine": 1.0}, {"refine": -0.1}, {"refine_noise_share": 0.0},
@@ -173,3 +264,28 @@ def test_fce_refinement_restarts_adam_and_a_resumed_run_is_exact(tmp_path):
     assert resumed.loss == straight.loss
     for key, value in reference.items():
         assert torch.equal(energy.state_dict()[key], value), key
+
+
+def test_fce_abandons_the_refinement_when_the_classifier_wins_its_trial():
+    fce = _fce(refine=0.7)
+    fce.phases(10_000)  # a trial of REFINE_TRIAL steps, judged on its second half
+    half = REFINE_TRIAL // 2
+    close = [0.99] * half + [REFINE_ABANDON - 0.01] * half
+    assert fce.abandon_phase(1, {"accuracy": close}) is None
+    far = [0.6] * half + [REFINE_ABANDON] * half
+    assert "0.900" in fce.abandon_phase(1, {"accuracy": far})
+
+
+def test_fce_after_an_abandoned_refinement_plays_the_game_to_the_end(monkeypatch):
+    """Any accuracy abandons the refinement here: the flow, frozen in the trial, trains again
+    after the rollback, and the noise is the flow's alone."""
+    monkeypatch.setattr("pyro_ebm.objectives.fce.REFINE_ABANDON", 0.0)
+    fce = _fce(refine=0.5)  # steps 10-19 refine; the trial is steps 10-12
+    updates = []
+    history = fit(MLPEnergy(2, hidden=(8,)), DATA, fce, steps=20, batch_size=64, seed=0,
+                  callbacks=[lambda step, m: updates.append(int(fce.flow_updates))],
+                  progress_bar=False)  # fmt: skip
+    assert [e["step"] for e in history.events] == [12]
+    assert updates[9] == updates[11] == 10  # frozen in the trial
+    assert updates[12] == 10 and updates[19] == 17  # rolled back with the flow, then the game
+    assert not fce.refining

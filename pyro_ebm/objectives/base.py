@@ -82,12 +82,20 @@ class Phase:
     the phase. ``reset_optimizer`` clears the optimizer's state (Adam's moment estimates) as
     the phase starts, for a phase whose loss is a different one (FCE's refinement). See
     :meth:`Objective.phases`.
+
+    ``trial > 0`` makes the phase's first ``trial`` steps a trial: after them ``fit`` asks
+    :meth:`Objective.abandon_phase`, and on a reason to abandon it rolls the run back to the
+    phase's start (the energy, the objective, the optimizers and the EMA as they were there),
+    drops this phase and the later ones, and lets the phase before it run to the end of the
+    run, its schedule stretched to the last step (a warm restart from where that schedule
+    would have been). The trial's steps stay spent and recorded in the ``History``.
     """
 
     start: int
     lr: float | None = None
     warmup: float = 0.0
     reset_optimizer: bool = False
+    trial: int = 0
 
 
 DEFAULT_LR = 2e-3
@@ -170,6 +178,12 @@ class Objective(nn.Module):
 
     def enter_phase(self, index: int) -> None:
         """Called by ``fit`` before the first step of phase ``index`` (default: nothing)."""
+
+    def abandon_phase(self, index: int, metrics: Mapping[str, Sequence[float]]) -> str | None:
+        """After the ``trial`` steps of phase ``index`` (:class:`Phase`): a reason to abandon
+        it (``fit`` rolls back to the phase's start and goes on without it), or ``None`` to
+        keep it (the default). ``metrics`` is ``History.metrics``, the trial's steps last."""
+        return None
 
     def setup(self, data: Tensor) -> None:
         """Called once by ``fit`` with a data sample before training (e.g. buffer bounds)."""

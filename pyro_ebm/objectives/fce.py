@@ -61,6 +61,12 @@ FLOW_NLL_RISE = 5.0
 
 REFINE_WARMUP = 0.05
 """Warm-up share of FCE's refinement phase (as NCE's ``default_lr_warmup``)."""
+REFINE_TRIAL = 200
+"""Steps of the refinement's trial (at most a third of the refinement), after which
+:meth:`FCE.abandon_phase` judges it."""
+REFINE_ABANDON = 0.9
+"""Mean classifier accuracy over the second half of the refinement's trial at which FCE
+abandons the refinement (the frozen flow is too far from the data for NCE to learn from it)."""
 REFINE_WIDEN = 1.25
 """Widening of the Gaussian in the refinement's defensive noise (``NCE.for_data``'s
 ``noise_scale``)."""
@@ -218,6 +224,7 @@ class FCE(Objective):
         self.refine_lr = check_positive_float("refine_lr", refine_lr)
         self.refine_noise_share = float(refine_noise_share)
         self.refining = False
+        self._trial = 0
         self.flow = flow
         self.noise_ratio = float(noise_ratio)
         self.flow_update_threshold = flow_update_threshold
@@ -291,7 +298,25 @@ class FCE(Objective):
         start = steps - round(self.refine * steps)
         if not self.refine or not 0 < start < steps:
             return ()
-        return (Phase(start, self.refine_lr, REFINE_WARMUP, reset_optimizer=True),)
+        self._trial = min(REFINE_TRIAL, (steps - start) // 3)
+        return (
+            Phase(start, self.refine_lr, REFINE_WARMUP, reset_optimizer=True, trial=self._trial),
+        )
+
+    def abandon_phase(self, index: int, metrics: Mapping[str, Sequence[float]]) -> str | None:
+        """Abandon the refinement when the classifier's mean accuracy over the second half of
+        its trial reaches :data:`REFINE_ABANDON`: NCE against a noise it separates from the
+        data learns little about the density (``fit`` then rolls back and the game runs to
+        the end)."""
+        tail = list(metrics.get("accuracy", []))[-max(1, self._trial // 2) :]
+        accuracy = math.fsum(tail) / len(tail) if tail else 0.0
+        if accuracy < REFINE_ABANDON:
+            return None
+        return (
+            f"the classifier's accuracy against the frozen flow was {accuracy:.3f} over the "
+            f"last {len(tail)} trial steps (>= {REFINE_ABANDON}): the flow is too far from the "
+            "data for NCE to learn from it"
+        )
 
     def enter_phase(self, index: int) -> None:
         """Phase 1 is the refinement: the flow is frozen and the noise defensive."""

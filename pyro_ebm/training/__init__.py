@@ -7,6 +7,7 @@ objective only computes a loss on a batch (see :mod:`pyro_ebm.objectives`).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -63,9 +64,10 @@ def _make_optimizer(name, params, lr, weight_decay):
     raise ValueError(f"optimizer must be 'adam', 'adamw', 'sgd' or a callable; got {name!r}")
 
 
-def _check_phases(phases, steps: int) -> tuple:
+def _check_phases(phases, steps: int) -> list:
+    phases = list(phases)
     last = 0
-    for phase in phases:
+    for i, phase in enumerate(phases):
         if not isinstance(phase, Phase) or not last < phase.start < steps:
             raise ValueError(
                 f"Objective.phases({steps}) must return Phase objects with strictly increasing "
@@ -75,8 +77,14 @@ def _check_phases(phases, steps: int) -> tuple:
             check_positive_float("Phase.lr", phase.lr)
         if not 0.0 <= phase.warmup < 1.0:
             raise ValueError(f"Phase.warmup must be in [0, 1); got {phase.warmup}")
+        end = phases[i + 1].start if i + 1 < len(phases) else steps
+        if not isinstance(phase.trial, int) or not 0 <= phase.trial <= end - phase.start:
+            raise ValueError(
+                f"Phase.trial must be an int in [0, {end - phase.start}] (the phase's steps); "
+                f"got {phase.trial!r}"
+            )
         last = phase.start
-    return tuple(phases)
+    return phases
 
 
 def _phase_index(phases, step: int) -> int:
@@ -85,16 +93,14 @@ def _phase_index(phases, step: int) -> int:
 
 def _make_schedule(name, optimizer, steps, warmup, phases=(), lr=None):
     """LambdaLR: ``schedule`` (after ``warmup`` steps) over the first phase, restarted at each
-    later :class:`~pyro_ebm.objectives.base.Phase` with its peak rate and warm-up share."""
+    later :class:`~pyro_ebm.objectives.base.Phase` with its peak rate and warm-up share.
+
+    ``phases`` is read at every step, so a list that ``fit`` shortens (an abandoned trial
+    phase) stretches the phase before it to the end of the run."""
     if optimizer is None:
         return None
     if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got {name!r}")
-    bounds = [0, *(phase.start for phase in phases), steps]
-    peaks = [1.0] + [1.0 if p.lr is None or lr is None else p.lr / lr for p in phases]
-    warmups = [warmup] + [
-        round(p.warmup * (b - p.start)) for p, b in zip(phases, bounds[2:], strict=True)
-    ]
 
     def shape(t, length, warm):
         if warm and t < warm:
@@ -106,9 +112,50 @@ def _make_schedule(name, optimizer, steps, warmup, phases=(), lr=None):
 
     def factor(t):
         k = _phase_index(phases, t)
-        return peaks[k] * shape(t - bounds[k], bounds[k + 1] - bounds[k], warmups[k])
+        if k == 0:
+            return shape(t, phases[0].start if phases else steps, warmup)
+        p = phases[k - 1]
+        end = phases[k].start if k < len(phases) else steps
+        peak = 1.0 if p.lr is None or lr is None else p.lr / lr
+        return peak * shape(t - p.start, end - p.start, round(p.warmup * (end - p.start)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _set_scheduled_lr(sched) -> None:
+    """Set the optimizer's rates to the schedule's value at its current step (after the
+    phases changed or the optimizer's state, rates included, was restored)."""
+    pairs = zip(sched.base_lrs, sched.lr_lambdas, strict=True)
+    rates = [base * f(sched.last_epoch) for base, f in pairs]
+    for group, rate in zip(sched.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    sched._last_lr = rates
+
+
+def _snapshot(energy, objective, opt, adv_opt, ema_state) -> dict:
+    """Copies of everything a rolled-back trial phase restores."""
+
+    def cloned(state):
+        return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in state.items()}
+
+    return {
+        "energy": cloned(energy.state_dict()),
+        "objective": cloned(objective.state_dict()),
+        "optimizer": None if opt is None else copy.deepcopy(opt.state_dict()),
+        "adversary_optimizer": None if adv_opt is None else copy.deepcopy(adv_opt.state_dict()),
+        "ema": None if ema_state is None else cloned(ema_state.shadow),
+    }
+
+
+def _restore(snapshot, energy, objective, opt, adv_opt, ema_state) -> None:
+    energy.load_state_dict(snapshot["energy"])
+    objective.load_state_dict(snapshot["objective"])
+    if opt is not None:
+        opt.load_state_dict(snapshot["optimizer"])
+    if adv_opt is not None:
+        adv_opt.load_state_dict(snapshot["adversary_optimizer"])
+    if ema_state is not None:
+        ema_state.shadow = {k: v.clone() for k, v in snapshot["ema"].items()}
 
 
 def _check_finite_data(data: Tensor) -> None:
@@ -316,6 +363,8 @@ def fit(
     ema_state = EMA(averaged, ema) if ema is not None else None
 
     history, start = History(), 0
+    trial = None  # the snapshot at the start of a trial phase, until the trial is judged
+    abandoned: list[int] = []  # starts of the phases abandoned after their trial
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -348,6 +397,13 @@ def fit(
         batches.load_state_dict(ckpt["data"])
         history = History(**ckpt["history"])
         start = ckpt["step"]
+        trials = ckpt.get("trials") or {"abandoned": [], "snapshot": None}
+        abandoned = list(trials["abandoned"])
+        for first in abandoned:  # the run went on without these phases
+            del phases[[p.start for p in phases].index(first) :]
+        trial = trials["snapshot"]
+        if sched is not None:
+            _set_scheduled_lr(sched)
 
     def save(step: int) -> None:
         if ckpt_path is None:
@@ -373,6 +429,7 @@ def fit(
                 },
                 "data": batches.state_dict(),
                 "history": history.as_dict(),
+                "trials": {"abandoned": abandoned, "snapshot": trial},
             }
             atomic_save(state, ckpt_path)
         if world > 1:
@@ -391,8 +448,10 @@ def fit(
     for step in bar:
         if _phase_index(phases, step) != phase:  # also on resume: behaviour follows the step
             phase = _phase_index(phases, step)
-            objective.enter_phase(phase)
             starting = phases[phase - 1] if phase else None
+            if starting is not None and starting.trial and step == starting.start:
+                trial = _snapshot(energy, objective, opt, adv_opt, ema_state)
+            objective.enter_phase(phase)
             if starting is not None and starting.reset_optimizer and step == starting.start:
                 if opt is not None:  # not when resuming inside the phase: the state is saved
                     opt.state.clear()
@@ -454,6 +513,21 @@ def fit(
         history.wall_time.append(time.perf_counter() - t0)
         for k, v in metrics.items():
             history.metrics.setdefault(k, []).append(v)
+        if trial is not None and step + 1 == phases[phase - 1].start + phases[phase - 1].trial:
+            reason = objective.abandon_phase(phase, history.metrics)
+            if reason is not None:  # back to the phase's start; the phase before runs on
+                _restore(trial, energy, objective, opt, adv_opt, ema_state)
+                abandoned.append(phases[phase - 1].start)
+                del phases[phase - 1 :]
+                if sched is not None:
+                    _set_scheduled_lr(sched)
+                history.events.append({
+                    "step": step, "kind": "phase_abandoned",
+                    "message": f"phase {phase} (from step {abandoned[-1]}) abandoned after its "
+                    f"trial: {reason}; rolled back to step {abandoned[-1]} and phase {phase - 1} "
+                    "runs to the end",
+                })  # fmt: skip
+            trial = None
         if (step + 1) % DIAGNOSE_EVERY == 0:
             _diagnose(objective, history, step)
         if progress_bar:

@@ -21,8 +21,10 @@ class History:
     steps whose loss or gradient was not finite (no update made). ``warnings`` records each
     sign of failure the objective's ``diagnose`` found (FCE accuracy stuck at 1, the flow's NLL
     exploding, log Z running away, CD negatives overshooting or a well forming) once, as
-    ``{"step", "kind", "message"}``; the progress bar shows their kinds. ``log_Z`` is the
-    final learned log normalizer (EMA value) when the objective learns one.
+    ``{"step", "kind", "message"}``; the progress bar shows their kinds. ``events`` records
+    what ``fit`` decided on its own, in the same form: ``"phase_abandoned"`` when a trial phase
+    (:class:`~pyro_ebm.objectives.Phase`, e.g. FCE's refinement) was rolled back. ``log_Z`` is
+    the final learned log normalizer (EMA value) when the objective learns one.
     """
 
     step: list[int] = field(default_factory=list)
@@ -33,6 +35,7 @@ class History:
     metrics: dict[str, list[float]] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
     log_Z: float | None = None
 
     @property
