@@ -107,7 +107,9 @@ def test_an_abandoned_trial_rolls_back_and_the_phase_before_runs_to_the_end(tmp_
         assert torch.equal(states[13][key], value), key
     assert any(not torch.equal(states[12][k], v) for k, v in states[9].items())
     assert objective.entered == [0, 1, 0]
-    expected = [_cosine(t, 10, 2, 1e-2) for t in range(10)]
+    # the first phase's schedule is laid out over all 20 steps (a phase on trial does not
+    # reshape it): cut by the trial, it goes on from where it was
+    expected = [_cosine(t, 20, 2, 1e-2) for t in range(10)]
     expected += [_cosine(t, 10, 2, 4e-2) for t in range(4)]
     expected += [_cosine(t, 20, 2, 1e-2) for t in range(14, 20)]
     assert history.lr == pytest.approx(expected)
@@ -138,12 +140,41 @@ def test_an_abandoned_trial_restores_the_ema_and_the_optimizer(tmp_path):
             assert torch.equal(saved[14]["optimizer"]["state"][index][name], value), name
 
 
-def test_a_kept_trial_changes_nothing():
-    """A trial judged worth keeping runs exactly as the same phase without a trial."""
-    _, kept, _ = _trial_run(Trial(verdict=None))
-    plain_phase = Phased((Phase(10, 4e-2, 0.2, reset_optimizer=True),))
-    _, plain, _ = _trial_run(plain_phase)
-    assert kept.loss == plain.loss and kept.lr == plain.lr and not kept.events
+def test_a_kept_trial_runs_the_phase_to_its_end():
+    """Kept, the phase runs on after its trial as a phase without one; the schedule before it
+    is laid out to the end of the run (the trial did not reshape it)."""
+    objective = Trial(verdict=None)
+    _, kept, _ = _trial_run(objective)
+    expected = [_cosine(t, 20, 2, 1e-2) for t in range(10)]
+    expected += [_cosine(t, 10, 2, 4e-2) for t in range(10)]
+    assert kept.lr == pytest.approx(expected)
+    assert objective.entered == [0, 1] and objective.judged == [(1, 14)] and not kept.events
+    # the snapshot is a copy: the run after the verdict is the same as the abandoned run's
+    # up to the trial's end
+    _, abandoned, _ = _trial_run(Trial())
+    assert kept.loss[:14] == abandoned.loss[:14]
+
+
+def test_the_diagnosis_leaves_out_an_abandoned_trial():
+    """``diagnose`` judges the run without the rolled-back steps (40-49 here): at step 50 it
+    sees 40 of them, at step 100 90, and the learning rates alike."""
+
+    class Judged(Phased):
+        def __init__(self):
+            super().__init__((Phase(40, 4e-2, trial=10),))
+            self.seen = []
+
+        def abandon_phase(self, index, metrics):
+            return "no"
+
+        def diagnose(self, metrics, lr):
+            self.seen.append((len(metrics["energy_pos"]), len(lr)))
+            return {}
+
+    objective = Judged()
+    fit(MLPEnergy(2, hidden=(8,)), DATA, objective, steps=100, batch_size=64, seed=0,
+        progress_bar=False)  # fmt: skip
+    assert objective.seen == [(40, 40), (90, 90)]
 
 
 @pytest.mark.parametrize("stop_at", [11, 13, 16])  # inside the trial, at its verdict, after
@@ -178,7 +209,8 @@ def test_fce_refinement_is_the_last_share_of_the_steps_at_its_own_rate():
     fce = _fce(refine=0.7)
     assert fce.phases(100) == (Phase(30, 5e-2, REFINE_WARMUP, reset_optimizer=True, trial=23),)
     assert fce.phases(10_000)[0].trial == REFINE_TRIAL  # at most a third of the refinement
-    assert _fce().phases(100) == ()  # the default plays the game to the end
+    assert _fce().phases(100) == fce.phases(100)  # the default refines the last 70%, on trial
+    assert _fce(refine=0.0).phases(100) == ()  # the game to the end
     assert _fce(refine=0.001).phases(100) == ()  # an empty refinement is none
     for bad in ({"refine": 1.0}, {"refine": -0.1}, {"refine_noise_share": 0.0},
                 {"refine_lr": 0.0}):  # fmt: skip

@@ -275,7 +275,7 @@ def test_fit_synchronizes_the_objective_after_every_forward(monkeypatch):
         return torch.full_like(value, 0.99)  # as if the other ranks were far more accurate
 
     monkeypatch.setattr(training_module, "all_reduce_mean", mean)
-    fce = FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2))
+    fce = FCE(make_flow(2, "realnvp", hidden_features=8, num_layers=2), refine=0.0)  # the game
     fit(MLPEnergy(2, hidden=(8,)), torch.randn(64, 2), fce, steps=3, batch_size=32, seed=0,
         progress_bar=False)  # fmt: skip
     assert float(fce.last_accuracy) == pytest.approx(0.99)
@@ -339,7 +339,8 @@ def test_learned_log_z_of_a_plain_module_is_a_buffer(mixture_data):
 def test_adversary_learning_rate_stays_constant(tmp_path):
     """FCE's flow keeps its own lr while the energy's decays (see fit's adversary_lr)."""
     data = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
-    fce = FCE(make_flow(2, hidden_features=4, num_layers=1), flow_update_threshold=0.0)
+    fce = FCE(make_flow(2, hidden_features=4, num_layers=1), flow_update_threshold=0.0,
+              refine=0.0)  # fmt: skip
     fit(MLPEnergy(2, hidden=(8,)), data, fce, steps=30, batch_size=64, lr=1e-2,
         adversary_lr=4e-3, seed=0, checkpoint_dir=tmp_path, progress_bar=False)  # fmt: skip
     ckpt = load_checkpoint(tmp_path)
@@ -375,7 +376,7 @@ def test_fit_takes_the_objectives_learning_rate_unless_one_is_given(make, expect
     [
         (lambda: ContrastiveDivergence(num_steps=1, buffer_size=64), 0.0),
         (lambda: NCE(fit_gaussian_noise(torch.zeros(4, 2) + torch.eye(2)[[0, 1, 0, 1]])), 0.05),
-        (lambda: FCE(make_flow(2, hidden_features=4, num_layers=1)), 0.0),
+        (lambda: FCE(make_flow(2, hidden_features=4, num_layers=1), refine=0.0), 0.0),
         (lambda: ScoreMatching("sliced"), 0.0),
     ],
 )
@@ -404,7 +405,8 @@ def test_fce_trains_its_flow_at_its_own_rate_unless_one_is_given(tmp_path):
     kw = dict(steps=2, batch_size=64, seed=0, schedule="constant", progress_bar=False)
 
     def rates(**given):
-        fce = FCE(make_flow(2, hidden_features=4, num_layers=1), flow_update_threshold=0.0)
+        fce = FCE(make_flow(2, hidden_features=4, num_layers=1), flow_update_threshold=0.0,
+              refine=0.0)  # fmt: skip
         out = tmp_path / str(len(list(tmp_path.iterdir())))
         fit(MLPEnergy(2, hidden=(8,)), data, fce, checkpoint_dir=out, **kw, **given)
         ckpt = load_checkpoint(out)

@@ -86,9 +86,11 @@ class Phase:
     ``trial > 0`` makes the phase's first ``trial`` steps a trial: after them ``fit`` asks
     :meth:`Objective.abandon_phase`, and on a reason to abandon it rolls the run back to the
     phase's start (the energy, the objective, the optimizers and the EMA as they were there),
-    drops this phase and the later ones, and lets the phase before it run to the end of the
-    run, its schedule stretched to the last step (a warm restart from where that schedule
-    would have been). The trial's steps stay spent and recorded in the ``History``.
+    drops this phase and the later ones, and lets the phase before it run to the end. A phase
+    on trial does not reshape the schedule before it (that phase's schedule is laid out to
+    the next phase not on trial, or to the end of the run), so after a rollback it goes on
+    where it was: the run is the one without the phase, paused for the trial's steps (spent,
+    and recorded in the ``History``).
     """
 
     start: int

@@ -95,8 +95,10 @@ def _make_schedule(name, optimizer, steps, warmup, phases=(), lr=None):
     """LambdaLR: ``schedule`` (after ``warmup`` steps) over the first phase, restarted at each
     later :class:`~pyro_ebm.objectives.base.Phase` with its peak rate and warm-up share.
 
-    ``phases`` is read at every step, so a list that ``fit`` shortens (an abandoned trial
-    phase) stretches the phase before it to the end of the run."""
+    A phase's schedule runs to the start of the next phase that is not on trial
+    (``Phase.trial``): a phase on trial cuts the one before it without reshaping it, so that
+    after a rollback the earlier phase goes on where its schedule was. ``phases`` is read at
+    every step (``fit`` shortens the list when it abandons a phase)."""
     if optimizer is None:
         return None
     if name not in SCHEDULES:
@@ -110,14 +112,17 @@ def _make_schedule(name, optimizer, steps, warmup, phases=(), lr=None):
         progress = min(1.0, (t - warm) / max(1, length - warm))
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
+    def end(k):  # where phase k's schedule ends: a phase on trial does not shorten it
+        return next((p.start for p in phases[k:] if not p.trial), steps)
+
     def factor(t):
         k = _phase_index(phases, t)
         if k == 0:
-            return shape(t, phases[0].start if phases else steps, warmup)
+            return shape(t, end(0), warmup)
         p = phases[k - 1]
-        end = phases[k].start if k < len(phases) else steps
+        length = end(k) - p.start
         peak = 1.0 if p.lr is None or lr is None else p.lr / lr
-        return peak * shape(t - p.start, end - p.start, round(p.warmup * (end - p.start)))
+        return peak * shape(t - p.start, length, round(p.warmup * length))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -522,7 +527,7 @@ def fit(
                 if sched is not None:
                     _set_scheduled_lr(sched)
                 history.events.append({
-                    "step": step, "kind": "phase_abandoned",
+                    "step": step, "kind": "phase_abandoned", "start": abandoned[-1],
                     "message": f"phase {phase} (from step {abandoned[-1]}) abandoned after its "
                     f"trial: {reason}; rolled back to step {abandoned[-1]} and phase {phase - 1} "
                     "runs to the end",
@@ -554,9 +559,20 @@ def fit(
 
 
 def _diagnose(objective: Objective, history: History, step: int) -> None:
-    """Record each new sign of failure the objective finds, once per kind."""
+    """Record each new sign of failure the objective finds, once per kind.
+
+    The steps of an abandoned trial phase are left out: the objective judges the run it is
+    in, not a stretch that was rolled back (FCE's classifier wins an abandoned refinement by
+    design)."""
     seen = {w["kind"] for w in history.warnings}
-    for kind, message in objective.diagnose(history.metrics, history.lr).items():
+    metrics, lr = history.metrics, history.lr
+    spans = [(e["start"], e["step"]) for e in history.events if e["kind"] == "phase_abandoned"]
+    if spans:
+        keep = [i for i, s in enumerate(history.step) if not any(a <= s <= b for a, b in spans)]
+        n = len(history.step)  # a metric not recorded on every step is passed as it is
+        metrics = {k: [v[i] for i in keep] if len(v) == n else v for k, v in metrics.items()}
+        lr = [lr[i] for i in keep]
+    for kind, message in objective.diagnose(metrics, lr).items():
         if kind not in seen:
             history.warnings.append({"step": step, "kind": kind, "message": message})
 
