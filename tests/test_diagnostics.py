@@ -874,26 +874,3 @@ def test_groups_carry_the_library_and_sampler_attributes(runs, regression_run):
     for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
         assert data[group].attrs["inference_library"] == "pyro", group
         assert data[group].attrs["sampler"] == "NUTS", group
-
-
-def test_rhat_and_ess_equal_arvizs_dataset_route():
-    """The engine's check (per-column arrays on ArviZ 0.2x) gives ArviZ's Dataset figures,
-    on a mixed column and on one whose chains disagree."""
-    import warnings
-
-    from pyro_ebm.diagnostics.convergence import rhat_and_ess
-    from pyro_ebm.diagnostics.conversion import az
-
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(16, 60, 3))
-    values[:8, :, 1] += 3.0  # half the chains elsewhere
-    values[..., 2] = np.cumsum(values[..., 2], 1)  # a random walk: low ESS
-    rhat, bulk, tail = rhat_and_ess(values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = az.convert_to_dataset({"q": values})
-        expected = [np.asarray(az.rhat(ds)["q"].values)]
-        expected += [np.asarray(az.ess(ds, method=m)["q"].values) for m in ("bulk", "tail")]
-    for got, want in zip((rhat, bulk, tail), expected, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-12)
-    assert rhat[1] > 1.5 > rhat[0] and bulk[2] < 100 < bulk[0]

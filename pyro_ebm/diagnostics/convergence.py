@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 
-from ._compat import ARVIZ_MAJOR
 from .conversion import az
 
 __all__ = ["rhat_and_ess"]
@@ -31,21 +30,8 @@ def rhat_and_ess(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "more chains than draws" is the many-chain normal case
-        if ARVIZ_MAJOR == 0:  # 2-d arrays go straight to ArviZ's array functions
-            return _per_column(values)
         ds = az.convert_to_dataset({"q": values})
         rhat = np.asarray(az.rhat(ds)["q"].values, dtype=float)
         bulk = np.asarray(az.ess(ds, method="bulk")["q"].values, dtype=float)
         tail = np.asarray(az.ess(ds, method="tail")["q"].values, dtype=float)
-    return rhat, bulk, tail
-
-
-def _per_column(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ArviZ 0.2x: ``rhat``/``ess`` of each ``(chains, draws)`` column, called on the array
-    itself (ArviZ's own array path, the same numbers without building an xarray Dataset: half
-    the check's cost, measured in ``bench/samplers.py``)."""
-    columns = [np.ascontiguousarray(values[..., k]) for k in range(values.shape[-1])]
-    rhat = np.array([az.rhat(c) for c in columns], dtype=float)
-    bulk = np.array([az.ess(c, method="bulk") for c in columns], dtype=float)
-    tail = np.array([az.ess(c, method="tail") for c in columns], dtype=float)
     return rhat, bulk, tail
