@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from pyro_ebm import fit
 from pyro_ebm.energies import GaussianEnergy, MLPEnergy
 from pyro_ebm.infer import MALA, sample, sample_parallel
-from pyro_ebm.objectives import ScoreMatching
+from pyro_ebm.objectives import Phase, ScoreMatching
 
 from .helpers import mcse_zscores
 
@@ -21,20 +21,34 @@ def _data() -> torch.Tensor:
     return torch.randn(512, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
 
-def _train(checkpoint_dir=None) -> MLPEnergy:
+class _AbandonedTrial(ScoreMatching):
+    """Exact SM with a phase at step 8 on trial for 3 steps, always abandoned (rolled back)."""
+
+    def __init__(self):
+        super().__init__("exact")
+
+    def phases(self, steps):
+        return (Phase(8, 5e-2, trial=3, reset_optimizer=True),)
+
+    def abandon_phase(self, index, metrics):
+        return "a test"
+
+
+def _train(checkpoint_dir=None, trial=False) -> MLPEnergy:
     torch.manual_seed(0)
     energy = MLPEnergy(2, hidden=(16, 16)).double()
-    fit(energy, _data(), ScoreMatching("exact"), steps=STEPS, batch_size=BATCH, seed=0,
-        ema=None, progress_bar=False, checkpoint_dir=checkpoint_dir)  # fmt: skip
+    objective = _AbandonedTrial() if trial else ScoreMatching("exact")
+    fit(energy, _data(), objective, steps=STEPS, batch_size=BATCH, seed=0, ema=None,
+        progress_bar=False, checkpoint_dir=checkpoint_dir)  # fmt: skip
     return energy
 
 
-def _fit_worker(rank: int, world: int, tmp: str) -> None:
+def _fit_worker(rank: int, world: int, tmp: str, trial: bool = False) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank,
                             world_size=world)  # fmt: skip
     try:
         torch.set_num_threads(1)
-        energy = _train(checkpoint_dir=f"{tmp}/ckpt")
+        energy = _train(checkpoint_dir=f"{tmp}/ckpt", trial=trial)
         torch.save(energy.state_dict(), f"{tmp}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -57,6 +71,18 @@ def test_two_process_fit_equals_single_process(tmp_path):
                   seed=0, ema=None, progress_bar=False, checkpoint_dir=tmp_path / "ckpt",
                   resume=True)  # fmt: skip
     assert len(history.loss) == STEPS + 5
+
+
+def test_two_process_fit_rolls_back_an_abandoned_trial_like_one_process(tmp_path):
+    """Every rank takes the same verdict and restores the same state."""
+    mp.spawn(_fit_worker, args=(2, str(tmp_path), True), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt")
+    r1 = torch.load(tmp_path / "rank1.pt")
+    single = _train(trial=True).state_dict()
+    for key in single:
+        assert torch.equal(r0[key], r1[key]), key
+        torch.testing.assert_close(r0[key], single[key], rtol=1e-9, atol=1e-10)
+    assert not torch.equal(single["net.0.weight"], _train().state_dict()["net.0.weight"])
 
 
 def _untrained() -> dict:
