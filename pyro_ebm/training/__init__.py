@@ -152,15 +152,16 @@ def _snapshot(energy, objective, opt, adv_opt, ema_state) -> dict:
     }
 
 
-def _restore(snapshot, energy, objective, opt, adv_opt, ema_state) -> None:
-    energy.load_state_dict(snapshot["energy"])
-    objective.load_state_dict(snapshot["objective"])
+def _restore(state, energy, objective, opt, adv_opt, ema_state, device) -> None:
+    """Load a :func:`_snapshot` or a checkpoint's training state (the same keys)."""
+    energy.load_state_dict(state["energy"])
+    objective.load_state_dict(state["objective"])
     if opt is not None:
-        opt.load_state_dict(snapshot["optimizer"])
+        opt.load_state_dict(state["optimizer"])
     if adv_opt is not None:
-        adv_opt.load_state_dict(snapshot["adversary_optimizer"])
+        adv_opt.load_state_dict(state["adversary_optimizer"])
     if ema_state is not None:
-        ema_state.shadow = {k: v.clone() for k, v in snapshot["ema"].items()}
+        ema_state.shadow = {k: v.to(device, copy=True) for k, v in state["ema"].items()}
 
 
 def _check_finite_data(data: Tensor) -> None:
@@ -382,16 +383,9 @@ def fit(
                 f"{ckpt['fingerprint']['energy']}/{ckpt['fingerprint']['objective']} with "
                 f"parameter shapes {ckpt['fingerprint']['energy_shapes']}"
             )
-        energy.load_state_dict(ckpt["energy"])
-        objective.load_state_dict(ckpt["objective"])
-        if opt is not None:
-            opt.load_state_dict(ckpt["optimizer"])
-        if adv_opt is not None:
-            adv_opt.load_state_dict(ckpt["adversary_optimizer"])
+        _restore(ckpt, energy, objective, opt, adv_opt, ema_state, device)
         if sched is not None:
             sched.load_state_dict(ckpt["schedule"])
-        if ema_state is not None:
-            ema_state.shadow = {k: v.to(device) for k, v in ckpt["ema"].items()}
         gen.set_state(ckpt["rng"]["generator"])
         if ckpt["world_size"] == world:
             states = ckpt["rng"]["device_generators"]
@@ -521,7 +515,7 @@ def fit(
         if trial is not None and step + 1 == phases[phase - 1].start + phases[phase - 1].trial:
             reason = objective.abandon_phase(phase, history.metrics)
             if reason is not None:  # back to the phase's start; the phase before runs on
-                _restore(trial, energy, objective, opt, adv_opt, ema_state)
+                _restore(trial, energy, objective, opt, adv_opt, ema_state, device)
                 abandoned.append(phases[phase - 1].start)
                 del phases[phase - 1 :]
                 if sched is not None:
