@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,9 @@ def train_run(
         Start over in a directory that already holds a run (its files are replaced).
     progress, log, result:
         Progress bars; where one-line notes go and where the one-line result goes (``None``:
-        nowhere).
+        nowhere). ``fit``'s own decisions (``History.events``) go to ``log``; each sign of a
+        failing run it recorded (``History.warnings``) is a ``UserWarning``, shown also when
+        notes are off.
     """
     out = Path(out)
     overrides = validate_config(overrides)
@@ -153,6 +156,14 @@ def train_run(
         torch.distributed.barrier()  # rank 0 writes the results
         return load_run(out)
     write_model(out, energy, history, seconds)
+    for event in history.events:  # what fit decided on its own (FCE's abandoned refinement)
+        say(log, f"step {event['step']}: {event['message']}")
+    for found in history.warnings:  # signs of failure: shown even without notes (--quiet)
+        warnings.warn(
+            f"training {found['kind']} at step {found['step']}: {found['message']}",
+            UserWarning,
+            stacklevel=2,
+        )
     say(
         result,
         f"trained {config['objective']['name']} on {config['data']['name']} for "

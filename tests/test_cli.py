@@ -106,6 +106,26 @@ def test_end_to_end_for_each_objective(capsys, tmp_path, objective):
     assert 'src="http' not in page and "<link" not in page  # self-contained
 
 
+def test_training_says_what_fit_decided_and_warns_of_failure(capsys, tmp_path, monkeypatch):
+    """An abandoned FCE refinement is a note on stdout; a sign of failure in the History is a
+    UserWarning, also under --quiet."""
+    from pyro_ebm.objectives import FCE
+
+    monkeypatch.setattr("pyro_ebm.objectives.fce.REFINE_ABANDON", 0.0)  # any trial is lost
+    config = tiny_config(tmp_path)
+    result = run_cli(capsys, "train", "--data", "8gaussians", "--objective", "fce", "--steps",
+                     30, "--out", tmp_path / "a", "--config", config)  # fmt: skip
+    assert_ok(result)
+    assert "abandoned after its trial" in result.out and "step 15:" in result.out
+
+    monkeypatch.setattr(FCE, "diagnose", lambda self, metrics, lr: {"log_Z": "runs away"})
+    with pytest.warns(UserWarning, match="training log_Z at step 49: runs away"):
+        result = run_cli(capsys, "train", "--data", "8gaussians", "--objective", "fce",
+                         "--steps", 50, "--out", tmp_path / "b", "--config", config,
+                         "--quiet")  # fmt: skip
+    assert_ok(result)
+
+
 def test_digits_end_to_end_uses_a_conv_energy_ais_and_image_grids(capsys, tmp_path):
     out = full_run(capsys, tmp_path, "digits", "nce", steps=2)
     run = load_run(out)
