@@ -3,6 +3,8 @@
 :func:`write_report` turns a run directory (see :mod:`pyro_ebm.rundir`) into one self-contained
 ``report.html`` (no external files, scripts or styles) and also saves each figure as
 ``figures/NAME.png``. Missing draws or evaluation are computed first with the run's settings.
+Under "Training" it lists the signs of failure the training recorded (``History.warnings``)
+and what ``fit`` decided on its own (``History.events``, e.g. FCE's abandoned refinement).
 
 ArviZ draws through pyplot, so while the report is drawn the Agg backend is selected (and the
 previous backend restored afterwards); every figure is closed once saved. Nothing here changes
@@ -34,6 +36,7 @@ from .progress import progress as progress_bar
 from .rundir import CONFIG_FILE, FIGURES_DIR, REPORT_FILE, Run, load_run, samples_from_saved
 from .runs import evaluate_run, sample_run
 from .tables import MMD_NOTE, evaluation_rows
+from .training import History
 
 __all__ = ["render_html", "write_report"]
 
@@ -231,6 +234,20 @@ def _figure(name: str, png: bytes | None, caption: str) -> str:
     )
 
 
+def _training_notes(history: History) -> str:
+    """The signs of failure ``fit`` recorded and what it decided on its own, as a list (empty
+    when there are none)."""
+    items = [
+        f'<li class="warning">warning, step {w["step"]} ({html.escape(str(w["kind"]))}): '
+        f"{html.escape(str(w['message']))}</li>"
+        for w in history.warnings
+    ]
+    items += [
+        f"<li>step {e['step']}: {html.escape(str(e['message']))}</li>" for e in history.events
+    ]
+    return f'<ul id="training-notes">{"".join(items)}</ul>' if items else ""
+
+
 def _evaluation_table(result: dict[str, Any]) -> str:
     body = "".join(
         f"<tr><td>{html.escape(m)}</td><td>{html.escape(v)}</td>"
@@ -296,6 +313,7 @@ def render_html(
             figures["history"],
             "Training curves (faint: per step; solid: moving average).",
         ),  # fmt: skip
+        _training_notes(run.history()),
         "<h2>Sampler diagnostics (ArviZ)</h2>",
         _figure(
             "trace",

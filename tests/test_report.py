@@ -148,6 +148,25 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert (rgb.max(1) - rgb.min(1) > 0.3).mean() > 0.01
 
 
+def test_report_lists_training_warnings_and_fits_decisions(report, tmp_path):
+    """History.warnings and History.events appear under "Training", escaped; a run without
+    them (the fixture's) has no list."""
+    import json
+
+    assert 'id="training-notes"' not in report.read_text()
+    run = tmp_path / "run"
+    shutil.copytree(report.parent, run)
+    history = json.loads((run / "history.json").read_text())
+    history["warnings"] = [{"step": 7, "kind": "accuracy", "message": "stuck at <1>"}]
+    history["events"] = [{"step": 9, "kind": "phase_abandoned", "message": "rolled back"}]
+    (run / "history.json").write_text(json.dumps(history))
+    assert cli.main(["report", "--run", str(run), "--quiet"]) == 0
+    page = (run / "report.html").read_text()
+    notes = re.search(r'<ul id="training-notes">(.*?)</ul>', page).group(1)
+    assert "warning, step 7 (accuracy): stuck at &lt;1&gt;" in notes
+    assert "step 9: rolled back" in notes
+
+
 def test_report_restores_the_matplotlib_backend(report):
     assert BACKEND_SEEN == {"after": "svg", "figures": []}  # restored; ArviZ figures closed
     import matplotlib.pyplot as plt
