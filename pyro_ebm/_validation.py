@@ -108,6 +108,18 @@ def check_int_sequence(name: str, value: object, minimum: int = 1) -> tuple[int,
     return tuple(items)  # type: ignore[arg-type]
 
 
+def _finite_real(value: object) -> float | None:
+    """``value`` as a finite ``float`` (reals, one-element real tensors; not ``bool``)."""
+    number = value
+    if isinstance(number, Tensor) and number.numel() == 1 and not number.is_complex():
+        number = number.item()
+    if isinstance(number, numbers.Real) and not isinstance(number, bool):
+        result = float(number)
+        if math.isfinite(result):
+            return result
+    return None
+
+
 def check_positive_float(name: str, value: object) -> float:
     """``value`` as a ``float`` if it is a finite real number ``> 0``, else ``ValueError``.
 
@@ -122,14 +134,28 @@ def check_positive_float(name: str, value: object) -> float:
     ...
     ValueError: scale must be a positive finite number; got inf
     """
-    number = value
-    if isinstance(number, Tensor) and number.numel() == 1 and not number.is_complex():
-        number = number.item()
-    if isinstance(number, numbers.Real) and not isinstance(number, bool):
-        result = float(number)
-        if math.isfinite(result) and result > 0:
-            return result
+    result = _finite_real(value)
+    if result is not None and result > 0:
+        return result
     raise ValueError(f"{name} must be a positive finite number; got {value!r}")
+
+
+def check_nonnegative_float(name: str, value: object) -> float:
+    """``value`` as a ``float`` if it is a finite real number ``>= 0``, else ``ValueError``.
+
+    Examples
+    --------
+    >>> check_nonnegative_float("weight", 0)
+    0.0
+    >>> check_nonnegative_float("weight", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: weight must be a finite number >= 0; got -1
+    """
+    result = _finite_real(value)
+    if result is not None and result >= 0:
+        return result
+    raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
 
 
 def check_choice(name: str, value: T, choices: Collection[T]) -> T:

@@ -83,9 +83,9 @@ _OBJECTIVE_KEYS = {
         "cd_per_chain_step_size",
         "cd_jump_prob",
     ),
-    "sm-exact": (),
-    "sm-sliced": ("num_projections",),
-    "sm-denoising": ("sigma", "antithetic"),
+    "sm-exact": ("nce_weight",),
+    "sm-sliced": ("num_projections", "nce_weight"),
+    "sm-denoising": ("sigma", "antithetic", "nce_weight"),
     "nce": ("noise_scale", "noise_ratio"),
     "fce": (
         "noise_ratio",
@@ -273,7 +273,9 @@ def build_objective(
             jump_prob=o["cd_jump_prob"],
         )
     if name.startswith("sm-"):
-        kwargs = {"num_projections": o["num_projections"]} if name == "sm-sliced" else {}
+        kwargs = {"nce_weight": o["nce_weight"]}
+        if name == "sm-sliced":
+            kwargs["num_projections"] = o["num_projections"]
         if name == "sm-denoising":
             kwargs.update(sigma=o["sigma"], antithetic=o["antithetic"])
         return ScoreMatching(name[3:], **kwargs)

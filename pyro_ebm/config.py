@@ -200,6 +200,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
             None,
             1,
         ),
+        "nce_weight": Key(
+            "float",
+            library_default(ScoreMatching, "nce_weight"),
+            "score matching: weight of the noise-contrastive term that learns the weights of "
+            "separated modes and log Z (0: pure score matching)",
+            None,
+            0,
+        ),
         "cd_mode": Key("str", library_default(_CD, "mode"), "CD chains", CD_MODES),
         "cd_sampler": Key(
             "str", library_default(_CD, "sampler"), "CD: sampler of the negatives", CD_SAMPLERS

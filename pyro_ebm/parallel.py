@@ -47,7 +47,10 @@ def broadcast_parameters(tensors: Iterable[Tensor], src: int = 0) -> None:
 
 
 def average_gradients(params: Iterable[Tensor]) -> None:
-    """Average ``.grad`` over ranks with one flattened all-reduce (missing grads count as 0)."""
+    """Average ``.grad`` over ranks with one flattened all-reduce (missing grads count as 0).
+
+    Parameters of several dtypes (a double energy with an objective's float log Z) are reduced
+    in the promoted dtype and each gradient is cast back to its parameter's."""
     if not is_distributed():
         return
     params = [p for p in params]
@@ -60,7 +63,7 @@ def average_gradients(params: Iterable[Tensor]) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
+        p.grad = flat[offset : offset + n].view_as(p).to(dtype=p.dtype, copy=True)
         offset += n
 
 

@@ -77,6 +77,7 @@ def test_every_default_validates_and_writes(tmp_path):
         ({"objective": {"cd_target_accept": 1}}, "objective.cd_target_accept must be < 1"),
         ({"train": {"ema": 1.5}}, "train.ema must be < 1; got 1.5"),
         ({"data": {"test_fraction": 1}}, "data.test_fraction must be < 1"),
+        ({"objective": {"nce_weight": -1}}, "objective.nce_weight must be >= 0; got -1"),
     ],
 )
 def test_validation_names_the_key_and_the_allowed_values(config, message):
@@ -129,6 +130,7 @@ def _library_defaults():
         ("objective", "sigma"): (ScoreMatching, "sigma"),
         ("objective", "antithetic"): (ScoreMatching, "antithetic"),
         ("objective", "num_projections"): (ScoreMatching, "num_projections"),
+        ("objective", "nce_weight"): (ScoreMatching, "nce_weight"),
         ("objective", "cd_mode"): (cd, "mode"),
         ("objective", "cd_sampler"): (cd, "sampler"),
         ("objective", "cd_steps"): (cd, "num_steps"),
@@ -237,6 +239,8 @@ def test_default_run_builds_the_librarys_default_objectives():
     assert (cd.per_chain_step_size, cd.jump_prob) == (ref.per_chain_step_size, ref.jump_prob)
     assert torch.equal(built("sm-denoising").sigmas, ScoreMatching("denoising").sigmas)
     assert built("sm-denoising").antithetic is ScoreMatching("denoising").antithetic
+    for name in ("sm-exact", "sm-sliced", "sm-denoising"):
+        assert built(name).nce_weight == ScoreMatching().nce_weight
     nce, ref_nce = built("nce"), NCE.for_data(train)
     assert nce.noise_ratio == ref_nce.noise_ratio
     assert torch.allclose(nce.noise.covariance_matrix, ref_nce.noise.covariance_matrix)

@@ -25,7 +25,7 @@ class _AbandonedTrial(ScoreMatching):
     """Exact SM with a phase at step 8 on trial for 3 steps, always abandoned (rolled back)."""
 
     def __init__(self):
-        super().__init__("exact")
+        super().__init__("exact", nce_weight=0)
 
     def phases(self, steps):
         return (Phase(8, 5e-2, trial=3, reset_optimizer=True),)
@@ -34,21 +34,25 @@ class _AbandonedTrial(ScoreMatching):
         return "a test"
 
 
-def _train(checkpoint_dir=None, trial=False) -> MLPEnergy:
+def _train(checkpoint_dir=None, trial=False, nce_weight=0.0) -> MLPEnergy:
+    """Pure exact SM (``nce_weight=0``) is deterministic: two ranks on half batches each must
+    equal one process on the whole batch. Its contrastive term draws noise per rank."""
     torch.manual_seed(0)
     energy = MLPEnergy(2, hidden=(16, 16)).double()
-    objective = _AbandonedTrial() if trial else ScoreMatching("exact")
+    objective = _AbandonedTrial() if trial else ScoreMatching("exact", nce_weight=nce_weight)
     fit(energy, _data(), objective, steps=STEPS, batch_size=BATCH, seed=0, ema=None,
         progress_bar=False, checkpoint_dir=checkpoint_dir)  # fmt: skip
     return energy
 
 
-def _fit_worker(rank: int, world: int, tmp: str, trial: bool = False) -> None:
+def _fit_worker(
+    rank: int, world: int, tmp: str, trial: bool = False, nce_weight: float = 0.0
+) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank,
                             world_size=world)  # fmt: skip
     try:
         torch.set_num_threads(1)
-        energy = _train(checkpoint_dir=f"{tmp}/ckpt", trial=trial)
+        energy = _train(checkpoint_dir=f"{tmp}/ckpt", trial=trial, nce_weight=nce_weight)
         torch.save(energy.state_dict(), f"{tmp}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -67,10 +71,23 @@ def test_two_process_fit_equals_single_process(tmp_path):
     assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
     torch.manual_seed(0)
     energy = MLPEnergy(2, hidden=(16, 16)).double()
-    history = fit(energy, _data(), ScoreMatching("exact"), steps=STEPS + 5, batch_size=BATCH,
+    history = fit(energy, _data(), ScoreMatching("exact", nce_weight=0), steps=STEPS + 5,
+                  batch_size=BATCH,
                   seed=0, ema=None, progress_bar=False, checkpoint_dir=tmp_path / "ckpt",
                   resume=True)  # fmt: skip
     assert len(history.loss) == STEPS + 5
+
+
+def test_two_process_fit_with_a_float_log_z_on_a_double_energy(tmp_path):
+    """Score matching's default contrastive term learns a float32 log Z beside a float64
+    energy: the flattened all-reduce casts each averaged gradient back to its parameter's
+    dtype, and the ranks end identical."""
+    mp.spawn(_fit_worker, args=(2, str(tmp_path), False, 4.0), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt")
+    r1 = torch.load(tmp_path / "rank1.pt")
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+    assert "learned_log_Z" in r0 and torch.isfinite(r0["learned_log_Z"]).all()
 
 
 def test_two_process_fit_rolls_back_an_abandoned_trial_like_one_process(tmp_path):

@@ -155,10 +155,10 @@ class NaNAfter(nn.Module):
 
 
 def test_nonfinite_steps_are_skipped_then_stop_with_the_checkpoint_named(tmp_path):
-    energy = NaNAfter(k=26)  # sliced SM calls the energy once per step: NaN from step 25 on
+    energy = NaNAfter(k=26)  # pure sliced SM calls the energy once per step: NaN from step 25
     data = torch.randn(256, 2)
     with pytest.raises(FloatingPointError, match=r"checkpoint.pt \(step 20\)"):
-        fit(energy, data, ScoreMatching("sliced"), steps=100, batch_size=32, seed=0,
+        fit(energy, data, ScoreMatching("sliced", nce_weight=0), steps=100, batch_size=32, seed=0,
             max_nonfinite=5, checkpoint_dir=tmp_path, checkpoint_every=10,
             progress_bar=False)  # fmt: skip
     ckpt = load_checkpoint(tmp_path)
@@ -315,10 +315,14 @@ def test_learned_log_z_is_in_the_state_dict(tmp_path, mixture_data):
     assert float(fresh.log_Z) == pytest.approx(history.log_Z)
     assert float(EnergyDistribution(fresh, event_shape=(2,)).log_Z) == pytest.approx(history.log_Z)
     # retraining with an objective that learns no log Z clears the stale one
-    fit(energy, train, ScoreMatching("sliced"), steps=2, batch_size=64, seed=0,
+    fit(energy, train, ScoreMatching("sliced", nce_weight=0), steps=2, batch_size=64, seed=0,
         progress_bar=False)  # fmt: skip
     assert energy.log_Z is None
     assert not EnergyDistribution(energy, event_shape=(2,)).is_normalized
+    # score matching's default contrastive term learns one, handed over like NCE's
+    history = fit(energy, train, ScoreMatching("sliced"), steps=2, batch_size=64, seed=0,
+                  progress_bar=False)  # fmt: skip
+    assert float(energy.log_Z) == pytest.approx(history.log_Z)
 
 
 def test_learned_log_z_of_a_plain_module_is_a_buffer(mixture_data):
@@ -331,7 +335,7 @@ def test_learned_log_z_of_a_plain_module_is_a_buffer(mixture_data):
     fit(energy, train, NCE(fit_gaussian_noise(train, 1.3)), steps=5, batch_size=64, seed=1,
         progress_bar=False)  # fmt: skip
     assert "log_Z" in dict(energy.named_buffers())
-    fit(energy, train, ScoreMatching("sliced"), steps=2, batch_size=64, seed=0,
+    fit(energy, train, ScoreMatching("sliced", nce_weight=0), steps=2, batch_size=64, seed=0,
         progress_bar=False)  # fmt: skip
     assert "log_Z" not in energy.state_dict()
 

@@ -25,7 +25,13 @@ from torch.distributions.transforms import ReshapeTransform
 from .._validation import check_positive_float
 from .base import LossOutput, Objective, log_z_runaway
 
-__all__ = ["NCE", "fit_gaussian_noise", "nce_loss"]
+__all__ = ["NCE", "NOISE_RATIO", "NOISE_SCALE", "fit_gaussian_noise", "nce_loss"]
+
+NOISE_SCALE = 1.25
+"""Widening of the data's Gaussian that :meth:`NCE.for_data` (and score matching's contrastive
+term) contrast the data with."""
+NOISE_RATIO = 4.0
+"""Noise draws per data point of :meth:`NCE.for_data` and of score matching's contrastive term."""
 
 
 def _check_data(data: object) -> None:
@@ -119,7 +125,9 @@ class NCE(Objective):
         self.log_Z_param = nn.Parameter(torch.tensor(float(init_log_Z)))
 
     @classmethod
-    def for_data(cls, data: Tensor, *, noise_scale: float = 1.25, noise_ratio: float = 4.0) -> NCE:
+    def for_data(
+        cls, data: Tensor, *, noise_scale: float = NOISE_SCALE, noise_ratio: float = NOISE_RATIO
+    ) -> NCE:
         """NCE against :func:`fit_gaussian_noise` of ``data`` widened by ``noise_scale``.
 
         A Gaussian a little wider than the data covers its tails, and more noise samples per

@@ -40,17 +40,29 @@ the masses to 0.001 (KL 0.002). When modes are separated, use NCE or FCE.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int, check_positive_float
-from .base import LossOutput, Objective
+from .._validation import (
+    check_choice,
+    check_int,
+    check_nonnegative_float,
+    check_positive_float,
+)
+from .base import LossOutput, Objective, log_z_runaway
+from .nce import NOISE_RATIO, NOISE_SCALE, nce_loss
 
-__all__ = ["ScoreMatching", "hessian_trace"]
+__all__ = ["DENSE_NOISE_MAX_DIM", "ScoreMatching", "hessian_trace"]
 
 METHODS = ("exact", "sliced", "denoising")
+
+DENSE_NOISE_MAX_DIM = 256
+"""Largest flat data dimension for which the contrastive term's Gaussian has a full
+covariance (above it a diagonal one: a dense factor of a large image costs ``D^2`` memory and
+``D^2`` per noise draw, and in such dimensions the Gaussian is far from the data anyway)."""
 
 
 def _energy_grad(energy: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -136,6 +148,24 @@ class ScoreMatching(Objective):
         against 0.071 antithetic at 256. Smaller scales bring score matching's blindness to
         the weights of separated modes back (the limit above is sliced score matching):
         antithetic at 0.03 gives ``rings`` 0.161 and ``checkerboard`` 0.148.
+    nce_weight:
+        Weight :math:`\\lambda` of a noise-contrastive term that heals score matching's
+        blindness to the weights of separated modes and learns :math:`\\log Z` (module
+        docstring, "The contrastive term"); 0 is pure score matching. The loss is
+
+        .. math::
+            J_{\\mathrm{SM}}(\\theta) + \\frac{\\lambda\\,\\overline{\\sigma^2}}{\\bar v}\\,
+            J_{\\mathrm{NCE}}(\\theta, c),
+
+        with :math:`\\bar v` the data's mean variance per coordinate (score matching's loss
+        scales as :math:`1/\\bar v`, the classification loss not at all) and
+        :math:`\\overline{\\sigma^2}` the mean squared noise scale for the denoising
+        estimator (1 otherwise; its loss is :math:`\\sigma^2` times a score matching loss).
+        :math:`J_{\\mathrm{NCE}}` is :class:`~pyro_ebm.objectives.NCE`'s loss against
+        :math:`\\nu = 4` draws per point of the data's Gaussian widened by 1.25 (as
+        :meth:`NCE.for_data <pyro_ebm.objectives.NCE.for_data>`; fitted in :meth:`setup`,
+        diagonal above :data:`DENSE_NOISE_MAX_DIM` dimensions), with a learned log normalizer
+        :math:`c` that :func:`~pyro_ebm.fit` hands to the energy.
 
     Examples
     --------
@@ -156,6 +186,7 @@ class ScoreMatching(Objective):
         variance_reduction: bool = True,
         sigma: float | Sequence[float] = 0.05,
         antithetic: bool = True,
+        nce_weight: float = 4.0,
     ) -> None:
         super().__init__()
         check_choice("method", method, METHODS)
@@ -173,24 +204,128 @@ class ScoreMatching(Objective):
             raise ValueError(f"antithetic must be True or False; got {antithetic!r}")
         self.antithetic = antithetic
         self.register_buffer("sigmas", torch.tensor(sigmas, dtype=torch.float64))
+        self.nce_weight = check_nonnegative_float("nce_weight", nce_weight)
+        # the contrastive term's Gaussian (set by :meth:`setup`) and learned log normalizer
+        self.register_buffer("noise_loc", torch.zeros(0))
+        self.register_buffer("noise_scale", torch.zeros(0))
+        self.register_buffer("data_variance", torch.zeros(0))
+        self.log_Z_param = nn.Parameter(torch.zeros(())) if self.nce_weight else None
+
+    @property
+    def log_Z(self) -> Tensor | None:
+        """The learned log normalizer of the contrastive term (``None`` with
+        ``nce_weight=0``); :func:`~pyro_ebm.fit` hands it to the energy."""
+        return self.log_Z_param
+
+    def setup(self, data: Tensor) -> None:
+        """Fit the contrastive term's Gaussian to ``data`` (once: a resumed run keeps it).
+
+        The data's mean and covariance, widened by :data:`~pyro_ebm.objectives.nce.NOISE_SCALE`
+        (a lower-triangular factor; a diagonal one above :data:`DENSE_NOISE_MAX_DIM`
+        dimensions), as :meth:`NCE.for_data <pyro_ebm.objectives.NCE.for_data>`.
+        """
+        if not self.nce_weight or self.noise_loc.numel():
+            return
+        flat = data.detach().reshape(data.shape[0], -1).double()
+        if flat.shape[0] < 2:
+            raise ValueError(
+                "ScoreMatching's contrastive term (nce_weight > 0) fits a Gaussian to the data: "
+                f"it needs at least 2 points, got {flat.shape[0]}"
+            )
+        loc = flat.mean(0)
+        centred = flat - loc
+        dim = flat.shape[1]
+        if dim <= DENSE_NOISE_MAX_DIM:
+            cov = centred.T @ centred / (flat.shape[0] - 1)
+            jitter = 1e-6 * max(float(cov.diagonal().max()), 1e-12)
+            eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
+            scale = torch.linalg.cholesky(cov + jitter * eye)
+        else:
+            scale = centred.std(0).clamp(min=1e-6 * max(float(centred.std(0).max()), 1e-12))
+        self.noise_loc = loc.to(data.dtype)
+        self.noise_scale = (NOISE_SCALE * scale).to(data.dtype)
+        self.data_variance = centred.square().mean().clamp(min=1e-12).to(data.dtype)
+
+    def contrast_weight(self) -> Tensor:
+        """The contrastive term's weight in the loss, in the score-matching loss's units:
+        ``nce_weight`` divided by the data's mean variance per coordinate :math:`\\bar v`
+        (score matching's loss scales as :math:`1/\\bar v` when the data are rescaled, the
+        classification loss not at all), times the mean squared noise scale
+        :math:`\\overline{\\sigma^2}` for the denoising estimator (whose loss is
+        :math:`\\sigma^2` times a score matching loss)."""
+        weight = self.nce_weight / self.data_variance
+        if self.method == "denoising":
+            weight = weight * self.sigmas.square().mean().to(weight)
+        return weight
+
+    def _noise_log_prob(self, z: Tensor) -> Tensor:
+        """:math:`\\log q` of the points whose whitened coordinates are ``z`` (flat)."""
+        scale = self.noise_scale.to(z)
+        log_det = (scale.diagonal() if scale.dim() == 2 else scale).log().sum()
+        return -0.5 * z.square().sum(-1) - log_det - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+    def _whiten(self, flat: Tensor) -> Tensor:
+        scale, loc = self.noise_scale.to(flat), self.noise_loc.to(flat)
+        if scale.dim() == 1:
+            return (flat - loc) / scale
+        return torch.linalg.solve_triangular(scale, (flat - loc).T, upper=False).T
+
+    def _contrast(
+        self, energy: nn.Module, points: Tensor, e_points: Tensor, num_data: int, generator
+    ) -> tuple[Tensor, Tensor]:
+        """NCE's loss (with the learned log Z) of the energy's ``e_points`` at ``points`` (the
+        data, or the blurred data the denoising estimator fits) against
+        :data:`~pyro_ebm.objectives.nce.NOISE_RATIO` Gaussian draws per data point, and the
+        classifier's accuracy."""
+        dim = self.noise_loc.numel()
+        z = torch.randn(
+            (round(NOISE_RATIO * num_data), dim),
+            dtype=points.dtype, device=points.device, generator=generator,
+        )  # fmt: skip
+        scale, loc = self.noise_scale.to(points), self.noise_loc.to(points)
+        noise = loc + (z * scale if scale.dim() == 1 else z @ scale.T)
+        e_noise = energy(noise.reshape((-1,) + tuple(points.shape[1:])))
+        log_q_points = self._noise_log_prob(self._whiten(points.detach().reshape(-1, dim)))
+        log_z = self.log_Z_param.to(points)
+        return nce_loss(
+            -e_points - log_z,
+            log_q_points,
+            -e_noise - log_z,
+            self._noise_log_prob(z),
+            z.shape[0] / points.shape[0],
+        )
+
+    def diagnose(
+        self, metrics: Mapping[str, Sequence[float]], lr: Sequence[float]
+    ) -> dict[str, str]:
+        """A learned log Z that runs away (:func:`~pyro_ebm.objectives.base.log_z_runaway`)."""
+        message = log_z_runaway(metrics.get("log_Z", []), lr)
+        return {} if message is None else {"log_Z": message}
 
     def forward(
         self, energy: nn.Module, data: Tensor, generator: torch.Generator | None = None
     ) -> LossOutput:
         if self.method == "exact":
-            per_sample, e = self._exact(energy, data)
+            per_sample, x, e = self._exact(energy, data)
         elif self.method == "sliced":
-            per_sample, e = self._sliced(energy, data, generator)
+            per_sample, x, e = self._sliced(energy, data, generator)
         else:
-            per_sample, e = self._denoising(energy, data, generator)
+            per_sample, x, e = self._denoising(energy, data, generator)
         loss = per_sample.mean()
-        return LossOutput(loss, {"energy_pos": e.detach()})
+        metrics = {"energy_pos": e.mean().detach()}
+        if self.nce_weight:
+            if not self.noise_loc.numel():  # called outside fit(): the first batch fits it
+                self.setup(data)
+            contrast, accuracy = self._contrast(energy, x, e, data.shape[0], generator)
+            loss = loss + self.contrast_weight() * contrast
+            metrics.update(accuracy=accuracy, log_Z=self.log_Z_param.detach().clone())
+        return LossOutput(loss, metrics)
 
     def _exact(self, energy, data):
         x, e, g = _energy_grad(energy, data)
         sq = g.reshape(len(x), -1).square().sum(-1)
         trace = hessian_trace(x, g)
-        return 0.5 * sq - trace, e.mean()
+        return 0.5 * sq - trace, x, e
 
     def _sliced(self, energy, data, generator):
         m = self.num_projections
@@ -206,7 +341,7 @@ class ScoreMatching(Objective):
             first = 0.5 * g.reshape(n, -1).square().sum(-1)
         else:
             first = 0.5 * (g * v).reshape(n, -1).sum(-1).square()
-        return first - vhv, e.mean()
+        return first - vhv, x, e
 
     def _denoising(self, energy, data, generator):
         n = data.shape[0]
@@ -219,7 +354,7 @@ class ScoreMatching(Objective):
             g_plus, g_minus = g[:n], g[n:]
             plus = (sigma * g_plus - eps).reshape(n, -1).square().sum(-1)
             minus = (sigma * g_minus + eps).reshape(n, -1).square().sum(-1)
-            return 0.25 * (plus + minus), e.mean()
+            return 0.25 * (plus + minus), x, e
         x, e, g = _energy_grad(energy, data + sigma * eps)
         residual = (sigma * g - eps).reshape(n, -1)
-        return 0.5 * residual.square().sum(-1), e.mean()
+        return 0.5 * residual.square().sum(-1), x, e
