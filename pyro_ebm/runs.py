@@ -230,7 +230,8 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Log = print) -> dict[s
 
     * ``log_Z``: quadrature on ``evaluate.bounds`` (1-d and 2-d; ``log_Z_method = "grid"``) or
       annealed importance sampling from a Gaussian fitted to the training data (``"ais"``,
-      with ``log_Z_stderr``); ``log_Z_learned`` is NCE's or FCE's own estimate.
+      with ``log_Z_stderr``); ``log_Z_learned`` is the objective's own estimate (NCE, FCE,
+      score matching's contrastive term).
     * ``test_nll`` (with ``test_nll_stderr``): mean :math:`E(x) + \\log Z` over the held-out
       points.
     * ``kl = test_nll - oracle_nll`` where the data's true density is known (every 2-d toy,

@@ -22,7 +22,8 @@ equal to the Fisher divergence :math:`\\tfrac12\\mathbb{E}_p\\lVert\\nabla\\log 
   with antithetic noise pairs :math:`\\pm\\varepsilon`. It fits the blurred density.
   Vincent (2011), Neural Computation 23(7).
 
-Score matching is blind to the relative weights of well-separated modes (Wenliang & Kanagawa
+Pure score matching (``nce_weight=0``) is blind to the relative weights of well-separated
+modes (Wenliang & Kanagawa
 2020, "Blindness of score-based methods to isolated components and mixing proportions"): the
 score differs only in the low-density gaps, where there is no data to see it. Measured on the
 ``rings`` toy (four rings, radial sd 0.08, gaps of 0.75; ``bench/training.py``, 10,000 steps,
@@ -35,7 +36,20 @@ masses vary more (0.057 and 0.005 of KL 0.088 and 0.037 at seeds 0 and 1); NCE g
 ``mixture3`` of ``bench/training.py`` (three Gaussians, weights 0.6 / 0.3 / 0.1, sds 0.5 / 0.2
 / 0.1, about 3 apart) every estimator left the heaviest mode almost empty (its mass 0.000 exact,
 0.000 sliced, 0.001 denoising; KL 6.9, 5.6 and 3.4; denoising at sigma 0.1 3.1), while NCE got
-the masses to 0.001 (KL 0.002). When modes are separated, use NCE or FCE.
+the masses to 0.001 (KL 0.002).
+
+**The contrastive term (the default).** ``nce_weight > 0`` adds NCE's classification loss
+(Gutmann & Hyvarinen 2012, JMLR 13) against the data's widened Gaussian, with a learned log
+normalizer :math:`c`, to the score-matching loss. Each term alone is minimized by the data
+density (NCE with :math:`c = \\log Z`), so their sum is too: the estimator stays consistent.
+Where score matching is blind (the masses of separated modes, the constant) the
+classification decides; elsewhere its weight is small beside score matching's (the weight is
+in score matching's units, :class:`ScoreMatching`'s ``nce_weight``). The denoising estimator
+contrasts the blurred points it fits, so both of its terms aim at the blurred density. The
+term costs :math:`\\nu = 4` energy evaluations per data point without input gradients, and
+gives the energy a learned :math:`\\log Z` (:func:`~pyro_ebm.fit` hands it over, so
+:class:`~pyro_ebm.EnergyDistribution` is normalized). Measured figures: bench/README,
+"Score matching with a contrastive term"; ``nce_weight=0`` is pure score matching.
 """
 
 from __future__ import annotations
