@@ -47,13 +47,16 @@ REFERENCE = "mle-grid"
 # the other reference row: KL(p || p_sigma), p blurred by N(0, sigma^2 I) at denoising score
 # matching's default sigma, by Monte Carlo: the bias that denoising SM cannot go below
 BLUR_FLOOR = "dsm-floor"
-# a measured variant, not the default (bench/README "FCE with a refinement phase"):
-# FCE.for_data(train, refine=0.7), the game for the first 30% of the steps, then the flow frozen
-# and the energy refined by NCE at NCE's rate against the flow mixed with a widened Gaussian
+# the earlier default, measured side by side (bench/README "FCE's refinement on trial"):
+# FCE.for_data(train, refine=0), the game to the end
 FCE_GAME = "fce-game"
+# the earlier defaults of score matching, without its contrastive term (nce_weight=0;
+# bench/README "Score matching with a contrastive term")
+SM_PURE = ("sm-exact-pure", "sm-sliced-pure", "sm-denoising-pure")
 # steps of the issue's measurements: CD 3k, the others 10k
 STEPS = {"cd": 3000, "sm-exact": 10_000, "sm-sliced": 10_000, "sm-denoising": 10_000,
-         "nce": 10_000, "fce": 10_000, REFERENCE: 3000, FCE_GAME: 10_000}  # fmt: skip
+         "nce": 10_000, "fce": 10_000, REFERENCE: 3000, FCE_GAME: 10_000,
+         **dict.fromkeys(SM_PURE, 10_000)}  # fmt: skip
 # issue 13's targets: the worst 2-d cell of each objective
 TARGETS = {"cd": 0.08, "sm-exact": 0.017, "sm-sliced": 0.05, "sm-denoising": 0.04,
            "nce": 0.02, "fce": 0.03}  # fmt: skip
@@ -112,6 +115,8 @@ def make_objective(method: str, train: torch.Tensor):
     """The objective with its library defaults (the recipe a new user gets)."""
     if method == "cd":
         return ContrastiveDivergence()
+    if method in SM_PURE:
+        return ScoreMatching(method[3 : -len("-pure")], nce_weight=0)
     if method.startswith("sm-"):
         return ScoreMatching(method[3:])
     if method == "nce":
@@ -265,8 +270,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
     extra = (f"also {REFERENCE!r}: exact likelihood, the floor of each column, "
-             f"{BLUR_FLOOR!r}: the blur bias of denoising SM, and {FCE_GAME!r}: FCE's game to "
-             "the end, without the default refinement (the earlier default)")  # fmt: skip
+             f"{BLUR_FLOOR!r}: the blur bias of denoising SM, {FCE_GAME!r}: FCE's game to "
+             "the end, without the default refinement (the earlier default), and "
+             f"{', '.join(SM_PURE)}: score matching without its contrastive term "
+             "(nce_weight=0)")  # fmt: skip
     parser.add_argument("--methods", default=",".join(METHODS), help=extra)
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--threads", type=int, default=1)
