@@ -168,11 +168,12 @@ class ScoreMatching(Objective):
         docstring, "The contrastive term"); 0 is pure score matching. The loss is
 
         .. math::
-            J_{\\mathrm{SM}}(\\theta) + \\frac{\\lambda\\,\\overline{\\sigma^2}}{\\bar v}\\,
-            J_{\\mathrm{NCE}}(\\theta, c),
+            J_{\\mathrm{SM}}(\\theta) + \\frac{\\lambda\\,\\overline{\\sigma^2}}
+            {\\operatorname{tr}\\Sigma}\\,J_{\\mathrm{NCE}}(\\theta, c),
 
-        with :math:`\\bar v` the data's mean variance per coordinate (score matching's loss
-        scales as :math:`1/\\bar v`, the classification loss not at all) and
+        with :math:`\\operatorname{tr}\\Sigma` the data's total variance (score matching's
+        loss is a sum over the coordinates, each scaling as one over its variance when the
+        data are rescaled; the classification loss is one number, unchanged) and
         :math:`\\overline{\\sigma^2}` the mean squared noise scale for the denoising
         estimator (1 otherwise; its loss is :math:`\\sigma^2` times a score matching loss).
         :math:`J_{\\mathrm{NCE}}` is :class:`~pyro_ebm.objectives.NCE`'s loss against
@@ -200,7 +201,7 @@ class ScoreMatching(Objective):
         variance_reduction: bool = True,
         sigma: float | Sequence[float] = 0.05,
         antithetic: bool = True,
-        nce_weight: float = 4.0,
+        nce_weight: float = 8.0,
     ) -> None:
         super().__init__()
         check_choice("method", method, METHODS)
@@ -222,7 +223,7 @@ class ScoreMatching(Objective):
         # the contrastive term's Gaussian (set by :meth:`setup`) and learned log normalizer
         self.register_buffer("noise_loc", torch.zeros(0))
         self.register_buffer("noise_scale", torch.zeros(0))
-        self.register_buffer("data_variance", torch.zeros(0))
+        self.register_buffer("total_variance", torch.zeros(0))
         self.log_Z_param = nn.Parameter(torch.zeros(())) if self.nce_weight else None
 
     @property
@@ -258,16 +259,16 @@ class ScoreMatching(Objective):
             scale = centred.std(0).clamp(min=1e-6 * max(float(centred.std(0).max()), 1e-12))
         self.noise_loc = loc.to(data.dtype)
         self.noise_scale = (NOISE_SCALE * scale).to(data.dtype)
-        self.data_variance = centred.square().mean().clamp(min=1e-12).to(data.dtype)
+        self.total_variance = centred.square().sum(-1).mean().clamp(min=1e-12).to(data.dtype)
 
     def contrast_weight(self) -> Tensor:
         """The contrastive term's weight in the loss, in the score-matching loss's units:
-        ``nce_weight`` divided by the data's mean variance per coordinate :math:`\\bar v`
-        (score matching's loss scales as :math:`1/\\bar v` when the data are rescaled, the
-        classification loss not at all), times the mean squared noise scale
-        :math:`\\overline{\\sigma^2}` for the denoising estimator (whose loss is
-        :math:`\\sigma^2` times a score matching loss)."""
-        weight = self.nce_weight / self.data_variance
+        ``nce_weight`` divided by the data's total variance :math:`\\operatorname{tr}\\Sigma`
+        (score matching's loss sums over the coordinates and scales as one over their variance
+        when the data are rescaled, the classification loss not at all), times the mean
+        squared noise scale :math:`\\overline{\\sigma^2}` for the denoising estimator (whose
+        loss is :math:`\\sigma^2` times a score matching loss)."""
+        weight = self.nce_weight / self.total_variance
         if self.method == "denoising":
             weight = weight * self.sigmas.square().mean().to(weight)
         return weight

@@ -593,7 +593,7 @@ def test_score_matching_is_blind_to_the_weights_of_separated_modes(method):
 @pytest.mark.parametrize("method", ["exact", "sliced", "denoising"])
 def test_score_matching_contrast_is_nce_against_the_widened_data_gaussian(method):
     """The contrastive term: NCE (four Gaussian draws per point, the learned log Z) against
-    the data's Gaussian widened by 1.25, weighted by nce_weight / (mean data variance), times
+    the data's Gaussian widened by 1.25, weighted by nce_weight / (total data variance), times
     the mean sigma^2 for denoising; the points it contrasts are the ones the estimator fits
     (the blurred pairs for denoising)."""
     gen = torch.Generator().manual_seed(4)
@@ -612,8 +612,8 @@ def test_score_matching_contrast_is_nce_against_the_widened_data_gaussian(method
     torch.testing.assert_close(
         sm.noise_scale @ sm.noise_scale.T, 1.25**2 * cov, rtol=0, atol=4e-6 * float(cov.max())
     )  # the factor's jitter: 1e-6 of the largest variance
-    torch.testing.assert_close(sm.data_variance, (data - data.mean(0)).square().mean())
-    weight = 2.5 / sm.data_variance * (0.05**2 if method == "denoising" else 1.0)
+    torch.testing.assert_close(sm.total_variance, (data - data.mean(0)).square().sum(-1).mean())
+    weight = 2.5 / sm.total_variance * (0.05**2 if method == "denoising" else 1.0)
     torch.testing.assert_close(sm.contrast_weight(), weight)
 
     batch = data[:64]
