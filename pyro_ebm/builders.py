@@ -273,7 +273,7 @@ def build_objective(
             jump_prob=o["cd_jump_prob"],
         )
     if name.startswith("sm-"):
-        kwargs = {"nce_weight": o["nce_weight"]}
+        kwargs = {"nce_weight": o["nce_weight"]} if "nce_weight" in o else {}
         if name == "sm-sliced":
             kwargs["num_projections"] = o["num_projections"]
         if name == "sm-denoising":
