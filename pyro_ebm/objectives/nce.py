@@ -31,7 +31,7 @@ NOISE_SCALE = 1.25
 """Widening of the data's Gaussian that :meth:`NCE.for_data` (and score matching's contrastive
 term) contrast the data with."""
 NOISE_RATIO = 4.0
-"""Noise draws per data point of :meth:`NCE.for_data` and of score matching's contrastive term."""
+"""Noise draws per data point of :meth:`NCE.for_data`."""
 
 
 def _check_data(data: object) -> None:

@@ -592,7 +592,7 @@ def test_score_matching_is_blind_to_the_weights_of_separated_modes(method):
 
 @pytest.mark.parametrize("method", ["exact", "sliced", "denoising"])
 def test_score_matching_contrast_is_nce_against_the_widened_data_gaussian(method):
-    """The contrastive term: NCE (four Gaussian draws per point, the learned log Z) against
+    """The contrastive term: NCE (one Gaussian draw per point, the learned log Z) against
     the data's Gaussian widened by 1.25, weighted by nce_weight / (total data variance), times
     the mean sigma^2 for denoising; the points it contrasts are the ones the estimator fits
     (the blurred pairs for denoising)."""
@@ -628,7 +628,7 @@ def test_score_matching_contrast_is_nce_against_the_widened_data_gaussian(method
     else:
         points = batch
     gauss = torch.distributions.MultivariateNormal(data.mean(0), scale_tril=sm.noise_scale)
-    z = torch.randn(4 * 64, 3, dtype=F64, generator=gen)
+    z = torch.randn(64, 3, dtype=F64, generator=gen)
     noise = sm.noise_loc + z @ sm.noise_scale.T
     logit_data = -energy(points) - 0.7 - gauss.log_prob(points) - math.log(len(noise) / len(points))
     logit_noise = -energy(noise) - 0.7 - gauss.log_prob(noise) - math.log(len(noise) / len(points))
