@@ -1,7 +1,8 @@
 """No silent failure: R-hat, nested R-hat and ESS after sampling, and one clear warning.
 
-After :func:`~pyro_ebm.infer.sample` the draws are checked with ArviZ's rank-normalized split
-:math:`\\hat R` and bulk/tail effective sample sizes (Vehtari et al. 2021), and, from 32
+After :func:`~pyro_ebm.infer.sample` the draws are checked with the rank-normalized split
+:math:`\\hat R` and bulk/tail effective sample sizes of Vehtari et al. (2021), computed as ArviZ
+computes them (:mod:`pyro_ebm.infer.rank_stats`), and, from 32
 chains on, with nested :math:`\\hat R` (Margossian et al. 2024) over 16 superchains of
 consecutive chains, which then decides. With many chains each one is short relative to its
 autocorrelation, and split :math:`\\hat R` exceeds 1.01 by about :math:`1/(2\\,
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from .rank_stats import rhat_and_ess
 
 __all__ = [
     "FROZEN_ACCEPT",
@@ -184,8 +187,6 @@ def check_convergence(
 
     Returns ``None`` when there are fewer than 4 draws per chain (no split R-hat exists).
     """
-    from ..diagnostics.convergence import rhat_and_ess  # lazy: ArviZ loads only when checking
-
     chains, n = draws.shape[:2]
     if n < 4:
         return None
