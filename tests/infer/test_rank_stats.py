@@ -80,3 +80,21 @@ def test_nan_and_constant_columns_and_bad_shapes():
     for shape in [(1, 50, 2), (4, 3, 2), (4, 50)]:
         with pytest.raises(ValueError, match="values must have shape"):
             rhat_and_ess(np.zeros(shape))
+
+
+def test_sampling_with_its_check_does_not_import_arviz():
+    """The check needs no ArviZ: a script that only samples never pays its import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pyro_ebm.infer import sample\n"
+        "out = sample(lambda x: 0.5 * x.square().sum(-1), 20, num_chains=8, event_shape=(2,),\n"
+        "             warmup_steps=20, progress_bar=False, seed=0)\n"
+        "assert out.convergence is not None\n"
+        "print('arviz' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
