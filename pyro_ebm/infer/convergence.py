@@ -185,10 +185,11 @@ def check_convergence(
     of a draw (default ``"x[i, ...]"``). ``acceptance`` (shape of ``lp``), the per-draw
     Metropolis acceptance probabilities, lets frozen chains be counted.
 
-    Returns ``None`` when there are fewer than 4 draws per chain (no split R-hat exists).
+    Returns ``None`` when there are fewer than 4 draws per chain, or 8 for a single chain
+    (whose two halves stand in for two chains): no split R-hat exists.
     """
     chains, n = draws.shape[:2]
-    if n < 4:
+    if n < (8 if chains == 1 else 4):
         return None
     shape = tuple(draws.shape[2:])  # batch + event
     pick = np.unique(np.linspace(0, chains - 1, min(chains, MAX_CHAINS)).round().astype(int))

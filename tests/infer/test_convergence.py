@@ -81,6 +81,15 @@ def test_one_chain_is_checked_on_its_two_halves():
     assert result.converged
     trend = draws + torch.linspace(0, 3, 2000, dtype=torch.float64).view(1, -1, 1)
     assert not check_convergence(trend, -0.5 * trend.square().sum(-1), 1).converged
+    # too short to split into two halves of 4 draws: no check rather than an error
+    for n, checked in [(4, False), (7, False), (8, True)]:
+        short = torch.randn(1, n, 2, dtype=torch.float64)
+        result = check_convergence(short, -0.5 * short.square().sum(-1), 1)
+        assert (result is not None) == checked, n
+    for n, checked in [(3, False), (4, True)]:
+        short = torch.randn(2, n, 2, dtype=torch.float64)
+        result = check_convergence(short, -0.5 * short.square().sum(-1), 1)
+        assert (result is not None) == checked, n
 
 
 def test_frozen_chains_are_counted_and_warned_about():
