@@ -238,18 +238,28 @@ class _Snapshots:
         self.chains, self.batch = chain_shape[0], max(1, chain_shape[1:].numel())
         total = chain_shape.numel()
         self.stride = max(1, math.ceil(window * total * size / _SNAPSHOT_BUDGET))
-        self.rows: list[Tensor] = []
+        self.capacity = max(1, math.ceil(window / self.stride))
+        # one preallocated block, a row copied in per snapshot: keeping each snapshot's own
+        # tensor alive slowed every warmup transition (see ``run._Recorder``)
+        self.block: Tensor | None = None
+        self.used = 0
         self.count = 0
 
     def add(self, position: Tensor) -> None:
         if self.count % self.stride == 0:
-            self.rows.append(position.reshape(self.chains, self.batch, -1).clone())
+            row = position.reshape(self.chains, self.batch, -1)
+            if self.block is None:
+                self.block = row.new_empty((self.capacity,) + tuple(row.shape))
+            elif self.used == self.block.shape[0]:  # more snapshots than planned: grow
+                self.block = torch.cat([self.block, torch.empty_like(self.block)])
+            self.block[self.used].copy_(row)
+            self.used += 1
         self.count += 1
 
     def estimate(self, include: Tensor, dense: bool) -> Tensor | None:
-        if not self.rows:
+        if not self.used:
             return None
-        stack = torch.stack(self.rows, 0)  # (snapshots, chains, batch, D)
+        stack = self.block[: self.used]  # (snapshots, chains, batch, D)
         mask = include.reshape(self.chains, self.batch).all(1)
         if int(mask.sum()) >= 2:
             stack = stack[:, mask]

@@ -10,7 +10,12 @@ import torch
 from pyro_ebm.energies import GaussianEnergy
 from pyro_ebm.infer import KERNELS, sample
 from pyro_ebm.infer.adaptation import DualAveraging
-from pyro_ebm.infer.warmup import estimate_inv_mass, find_stuck_chains, search_step_size
+from pyro_ebm.infer.warmup import (
+    _Snapshots,
+    estimate_inv_mass,
+    find_stuck_chains,
+    search_step_size,
+)
 
 from ..helpers import mcse_zscores
 
@@ -181,3 +186,19 @@ def test_find_stuck_chains_with_one_shared_step_size_is_deterministic():
         find_stuck_chains(lp, accept, eps, 10, lp),
         find_stuck_chains(lp, accept, eps.expand(128).clone(), 10, lp),
     )
+
+
+def test_window_snapshots_equal_the_positions_they_copied():
+    """The window's snapshots are copies (later changes to a position do not reach them), also
+    past the planned number of rows, and give the pooled covariance of the draws."""
+    gen = torch.Generator().manual_seed(0)
+    snaps = _Snapshots(3, torch.Size([200]), 2)
+    draws = [torch.randn(200, 2, generator=gen) * torch.tensor([1.0, 3.0]) for _ in range(5)]
+    for x in draws:  # five adds into a block planned for three rows
+        snaps.add(x)
+        x.zero_()
+    assert snaps.used == 5
+    stacked = torch.stack([snaps.block[i, :, 0] for i in range(5)])
+    assert float(stacked.abs().min()) > 0  # none of the rows was zeroed with its source
+    cov = snaps.estimate(torch.ones(200, dtype=torch.bool), dense=True)
+    torch.testing.assert_close(torch.diag(cov), torch.tensor([1.0, 9.0]), rtol=0.15, atol=0.0)
