@@ -35,8 +35,7 @@ def _metric_from(kind: str, event_shape: torch.Size, tensors: tuple) -> Metric:
     if kind == "diag":
         return Metric.diagonal(event_shape, tensors[0])
     if kind == "dense":
-        metric.kind = "dense"
-        metric.inv_mass, metric._scale, metric._scale_inv = tensors
+        metric.set_dense_factors(*tensors)
     return metric
 
 
@@ -63,10 +62,10 @@ def _make_transition(energy_fn: Callable, kernel: str, event_shape: torch.Size, 
             y = mala.proposal(current, eps, metric, xi)
             proposed = State(y, *value_and_grad(y))
             ratio = mala.log_ratio(current, proposed, eps, metric, xi)
-        accept_prob, finite = acceptance_probability(ratio)
-        accepted = finite if kernel == "ula" else u < accept_prob
+        accept_prob, diverging = acceptance_probability(ratio)
+        accepted = ~diverging if kernel == "ula" else u < accept_prob
         new = select(accepted, proposed, current, event_dim)
-        return new.position, new.energy, new.grad, accept_prob, accepted, ~finite
+        return new.position, new.energy, new.grad, accept_prob, accepted, diverging
 
     return transition
 

@@ -52,9 +52,10 @@ def step(
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
     proposed = State(position, energy, grad)
     if with_acceptance:
-        would_accept, finite = acceptance_probability(
+        would_accept, diverging = acceptance_probability(
             mala.log_ratio(state, proposed, step_size, metric, xi)
         )
+        finite = ~diverging
     else:
         finite = torch.isfinite(energy) & torch.isfinite(grad).flatten(energy.dim()).all(-1)
         would_accept = torch.full_like(energy, math.nan)

@@ -18,8 +18,6 @@ their discrete approximations*, Bernoulli 2(4).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -38,7 +36,6 @@ from .metric import Metric
 __all__ = ["NEEDS_GRAD", "TARGET_ACCEPT", "langevin_log_q", "log_ratio", "proposal", "step"]
 
 TARGET_ACCEPT = 0.574
-_SQRT2 = math.sqrt(2.0)
 NEEDS_GRAD = True
 
 
@@ -69,23 +66,23 @@ def log_ratio(
     made with the noise ``xi``, write :math:`s = \\nabla E(x) + \\nabla E(y)`. The reverse
     residual is :math:`x - y + \\epsilon M^{-1}\\nabla E(y)
     = L(\\epsilon L^\\top s - \\sqrt{2\\epsilon}\\,\\xi)`, so with
-    :math:`w = \\tfrac12\\sqrt{\\epsilon}\\,L^\\top s`
+    :math:`u = \\sqrt{\\epsilon / 8}\\,L^\\top s`
 
     .. math::
         \\log q(x\\mid y) - \\log q(y\\mid x)
-        = \\tfrac12\\lVert\\xi\\rVert^2 - \\lVert w - \\xi/\\sqrt2\\rVert^2
-        = w^\\top(\\sqrt2\\,\\xi - w),
+        = \\tfrac12\\lVert\\xi\\rVert^2 - \\tfrac12\\lVert 2u - \\xi\\rVert^2
+        = 2\\,u^\\top(\\xi - u),
 
     one product with :math:`L^\\top` and no solve, and no cancellation between two large
     squared norms (:func:`langevin_log_q` is the direct form it equals). A non-finite energy
     or gradient at the proposal makes the ratio non-finite.
     """
-    half_root = 0.5 * step_size.sqrt()
+    root = (step_size * 0.125).sqrt()
     if step_size.dim():
-        half_root = per_chain(half_root, metric.event_dim)
-    w = metric.scale_t(current.grad + proposed.grad) * half_root
-    correction = sum_event(w * (_SQRT2 * xi - w), metric.event_dim)
-    return current.energy - proposed.energy + correction
+        root = per_chain(root, metric.event_dim)
+    u = metric.scale_t(current.grad + proposed.grad) * root
+    correction = sum_event(u * (xi - u), metric.event_dim)
+    return torch.add(current.energy - proposed.energy, correction, alpha=2.0)
 
 
 def step(

@@ -36,6 +36,9 @@ class Metric:
         self.inv_mass = None
         self._scale = None  # diagonal sqrt(inv_mass) or dense Cholesky factor L
         self._scale_inv = None  # dense: L^{-1} (matrix products are cheaper than solves)
+        # dense: the transposes the products use, kept as views so that a step dispatches no
+        # transpose of its own (each dispatched operation costs microseconds on a small batch)
+        self._inv_mass_t = self._scale_t = self._scale_inv_t = None
         if inv_mass is not None:
             self.set(inv_mass)
 
@@ -54,9 +57,10 @@ class Metric:
                 raise ValueError(
                     "inv_mass: a dense inverse mass matrix must be symmetric positive definite"
                 )
-            self._scale = chol
             eye = torch.eye(self.size, dtype=chol.dtype, device=chol.device)
-            self._scale_inv = torch.linalg.solve_triangular(chol, eye, upper=False)
+            self.set_dense_factors(
+                inv_mass, chol, torch.linalg.solve_triangular(chol, eye, upper=False)
+            )
         else:
             raise ValueError(
                 f"inv_mass must have shape {tuple(self.event_shape)} (diagonal) or "
@@ -64,10 +68,20 @@ class Metric:
             )
         self.inv_mass = inv_mass
 
+    def set_dense_factors(self, inv_mass: Tensor, scale: Tensor, scale_inv: Tensor) -> None:
+        """Install a dense inverse mass matrix with its Cholesky factor :math:`L` and
+        :math:`L^{-1}`, unchecked (restoring a saved metric, or inside compiled code)."""
+        self.kind, self.inv_mass, self._scale, self._scale_inv = "dense", inv_mass, scale, scale_inv
+        self._inv_mass_t, self._scale_t, self._scale_inv_t = inv_mass.T, scale.T, scale_inv.T
+
     def _flat(self, v: Tensor) -> Tensor:
+        if self.event_dim == 1:
+            return v
         return v.reshape(v.shape[: v.dim() - self.event_dim] + (self.size,))
 
     def _unflat(self, v: Tensor) -> Tensor:
+        if self.event_dim == 1:
+            return v
         return v.reshape(v.shape[:-1] + self.event_shape)
 
     def inv_mul(self, v: Tensor) -> Tensor:
@@ -76,7 +90,7 @@ class Metric:
             return v
         if self.kind == "diag":
             return v * self.inv_mass
-        return self._unflat(self._flat(v) @ self.inv_mass.T)
+        return self._unflat(self._flat(v) @ self._inv_mass_t)
 
     def scale_noise(self, xi: Tensor) -> Tensor:
         """:math:`L \\xi`, noise with covariance :math:`M^{-1}`."""
@@ -84,7 +98,7 @@ class Metric:
             return xi
         if self.kind == "diag":
             return xi * self._scale
-        return self._unflat(self._flat(xi) @ self._scale.T)
+        return self._unflat(self._flat(xi) @ self._scale_t)
 
     def scale_t(self, v: Tensor) -> Tensor:
         """:math:`L^\\top v`; it whitens a gradient,
@@ -102,7 +116,7 @@ class Metric:
         elif self.kind == "diag":
             z = r / self._scale
         else:
-            z = self._flat(r) @ self._scale_inv.T
+            z = self._flat(r) @ self._scale_inv_t
             return z.square().sum(-1)
         return (z * z).sum(dim=self._event_dims) if self.event_dim else z * z
 
@@ -148,6 +162,8 @@ class Metric:
     def load_state_dict(self, state: dict) -> None:
         if state["inv_mass"] is None:
             self.kind, self.inv_mass, self._scale, self._scale_inv = "identity", None, None, None
+        elif "scale" in state and state["kind"] == "dense":
+            self.set_dense_factors(state["inv_mass"], state["scale"], state["scale_inv"])
         elif "scale" in state:
             self.kind, self.inv_mass = state["kind"], state["inv_mass"]
             self._scale, self._scale_inv = state["scale"], state["scale_inv"]

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["rhat_and_ess"]
+__all__ = ["rhat_and_ess", "sorted_quantile"]
 
 _TAIL_PROBS = (0.05, 0.95)
 
@@ -49,8 +49,9 @@ def _split(x: Tensor) -> Tensor:
     return torch.cat([x[..., :half], x[..., x.shape[-1] - half :]], 1)
 
 
-def _quantile(ordered: Tensor, prob: float) -> Tensor:
-    """Linear-interpolation quantile of each row of the sorted ``ordered`` ``(k, S)``."""
+def sorted_quantile(ordered: Tensor, prob: float) -> Tensor:
+    """Linear-interpolation quantile (numpy's and torch's default) of each row of the sorted
+    ``ordered`` ``(k, S)``: one sort serves every quantile of a row."""
     pos = prob * (ordered.shape[-1] - 1)
     lo = math.floor(pos)
     frac = pos - lo
@@ -103,7 +104,9 @@ def _ess(x: Tensor) -> Tensor:
     f = torch.fft.rfft(centred, n=size, dim=-1)
     # the chains' mean biased autocovariance, (k, n): by linearity one inverse transform of
     # the mean power spectrum instead of one per chain
-    power = torch.view_as_real(f).square().sum(-1).mean(1)
+    # (real and imaginary parts squared apart: squaring a view_as_real's pairs is ten times
+    # slower, an inner dimension of 2)
+    power = (f.real.square() + f.imag.square()).mean(1)
     acov = torch.fft.irfft(power.to(f.dtype), n=size, dim=-1)[..., :n] / n
     mean_var = acov[..., :1] * n / (n - 1)
     var_plus = mean_var * (n - 1) / n
@@ -151,12 +154,14 @@ def rhat_and_ess(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     x = torch.where(bad[:, None, None], torch.zeros_like(x), x)
     split = _split(x)
     bulk_z, ordered = _z_scale(split)
-    median = _quantile(ordered, 0.5)
+    median = sorted_quantile(ordered, 0.5)
     folded_z, _ = _z_scale((split - median[:, None, None]).abs())
     rhat = torch.maximum(_rhat(bulk_z), _rhat(folded_z))
     if x.shape[-1] % 2:  # the tail quantiles are of all the draws, the middle one included
         ordered = x.flatten(1).sort(-1).values
-    below = [_split(x <= _quantile(ordered, p)[:, None, None]).to(x.dtype) for p in _TAIL_PROBS]
+    below = [
+        _split(x <= sorted_quantile(ordered, p)[:, None, None]).to(x.dtype) for p in _TAIL_PROBS
+    ]
     k = x.shape[0]
     ess = _ess(torch.cat([bulk_z, *below]))  # one batch: bulk, then each tail indicator
     bulk, tail = ess[:k], ess[k:].reshape(len(_TAIL_PROBS), k).amin(0)

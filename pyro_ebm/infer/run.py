@@ -26,7 +26,7 @@ from .convergence import check_convergence, warn_if_unconverged
 from .kernels import KERNELS, Kernel, as_kernel
 from .metric import Metric
 from .samples import Samples, per_draw
-from .warmup import run_warmup, search_step_size
+from .warmup import probe_acceptance, run_warmup, search_step_size
 
 __all__ = ["KERNELS", "Samples", "resume", "sample"]
 
@@ -304,14 +304,7 @@ def _given_step_size(kern: Kernel, chain_shape: torch.Size, tgt: _Target) -> Ten
 def _search_initial_step_size(kern: Kernel, tgt: _Target, state, metric, gen) -> Tensor:
     """A shared start where the median chain accepts at the target (proposals not taken)."""
     warm = kern.warmup_kernel
-    event_dim = len(tgt.event_shape)
-    tuning = warm.probe_tuning()
-
-    def accept_at(e: Tensor) -> Tensor:
-        return warm.step(tgt.energy_fn, state, e, metric, gen, event_dim, **tuning)[
-            1
-        ].acceptance_rate
-
+    accept_at = probe_acceptance(warm, tgt.energy_fn, state, metric, gen, len(tgt.event_shape))
     start = torch.ones((), dtype=state.energy.dtype, device=state.energy.device)
     return search_step_size(accept_at, warm.target_accept_prob, start)
 
@@ -361,10 +354,12 @@ class _Recorder:
             kind = torch.bool if name == "diverging" else dtype
             self.out[name] = torch.empty(shape, dtype=kind, device=store)
             self.buffer[name] = torch.empty((self.chunk,) + chain_shape, dtype=kind, device=device)
+        # each buffer's rows as views made once: indexing a row per draw is one more dispatch
+        self.rows = {name: block.unbind(0) for name, block in self.buffer.items()}
 
     def append(self, row: dict[str, Tensor]) -> None:
         for name, value in row.items():
-            self.buffer[name][self.pending].copy_(value)
+            self.rows[name][self.pending].copy_(value)
         self.pending += 1
         if self.pending == self.chunk:
             self.flush()

@@ -75,18 +75,23 @@ from .chees import ChEES
 from .convergence import FROZEN_ACCEPT
 from .curvature import choose_metric
 from .metric import Metric
+from .rank_stats import sorted_quantile
 
 __all__ = [
     "DENSE_MAX_DIM",
+    "SEARCH_CHAINS",
     "WarmupResult",
     "estimate_inv_mass",
     "find_stuck_chains",
     "largest_scale",
+    "probe_acceptance",
     "run_warmup",
     "search_step_size",
 ]
 
 DENSE_MAX_DIM = 200
+#: Chains that propose while a shared step size is searched (see :func:`probe_acceptance`).
+SEARCH_CHAINS = 256
 _SNAPSHOT_BUDGET = 2**22  # floats kept per slow window for the metric estimate
 _EARLY_GAIN = 0.5
 _INITIAL_TRAJECTORY = 1.0
@@ -119,6 +124,35 @@ def search_step_size(
         return float(rates.flatten().median())
 
     return find_initial_step_size(median, target, start, max_rounds)
+
+
+def probe_acceptance(
+    kernel, energy_fn: EnergyFn, state: State, metric: Metric, generator, event_dim: int
+) -> Callable[[Tensor], Tensor]:
+    """``accept_at(eps)`` for :func:`search_step_size`: the acceptance probabilities of one
+    ``kernel`` proposal per chain at the shared step ``eps``, proposals not taken.
+
+    Only every ``k``-th chain proposes, at most :data:`SEARCH_CHAINS` of them: the search reads
+    a median to a factor of two in the step, and the median of 256 chains' acceptance is
+    within about 0.02 of all chains' (its standard error, :math:`1.25\\,\\sigma/\\sqrt{n}` with
+    :math:`\\sigma \\leq 0.5`), while each probe costs an energy and gradient evaluation of the
+    chains that propose (measured: 9 probes in a 150-step warmup of 1024 chains on a 2-d MLP,
+    4% of the run; 1% with 256).
+    """
+    stride = max(1, math.ceil(state.energy.shape[0] / SEARCH_CHAINS))
+    probe = State(
+        state.position[::stride],
+        state.energy[::stride],
+        None if state.grad is None else state.grad[::stride],
+    )
+    tuning = kernel.probe_tuning()
+
+    def accept_at(eps: Tensor) -> Tensor:
+        return kernel.step(energy_fn, probe, eps, metric, generator, event_dim, **tuning)[
+            1
+        ].acceptance_rate
+
+    return accept_at
 
 
 def largest_scale(metric: Metric, inv_mass: Tensor) -> float:
@@ -159,22 +193,30 @@ def find_stuck_chains(
     ``previous_lp`` (the log densities at the last check) is still travelling and is left alone:
     restarting every laggard of a transient from the leaders would leave a few clones.
     """
-    finite = torch.isfinite(lp)
-    lp_f = torch.where(finite, lp, torch.full_like(lp, -math.inf))
-    ref = torch.quantile(lp_f.nan_to_num(neginf=-1e300), 0.9, dim=0, keepdim=True)
+    n = lp.shape[0]
+    lp_f = lp.nan_to_num(nan=-math.inf, posinf=-math.inf, neginf=-math.inf)  # non-finite: -inf
+    finite = lp_f > -math.inf
+    # one sort per batch column serves the three order statistics (quantiles interpolate
+    # linearly, the median is the lower middle value, as torch.quantile and torch.median)
+    ordered = lp_f.reshape(n, -1).T.clamp(min=torch.finfo(lp.dtype).min).sort(-1).values
+    column = (1,) + tuple(lp.shape[1:])
+    ref = sorted_quantile(ordered, 0.9).reshape(column)
     gap = ref - lp_f
     travelling = torch.zeros_like(finite)
     if previous_lp is not None:
         travelling = finite & (lp_f - previous_lp > 0.1 * gap)
     far = (gap > 10.0 + 3.0 * math.sqrt(2.0 * event_size)) & ~travelling
-    below_median = lp_f < lp_f.median(dim=0, keepdim=True).values
-    bottom = lp_f < torch.quantile(lp_f.nan_to_num(neginf=-1e300), 0.1, dim=0, keepdim=True)
+    below_median = lp_f < ordered[:, (n - 1) // 2].reshape(column)
+    bottom = lp_f < sorted_quantile(ordered, 0.1).reshape(column)
     frozen = (mean_accept < 0.02) & bottom
+    stuck = far | frozen | ~finite
+    if step_size.dim() == 0:  # one shared step size: no chain's step is tiny next to others'
+        return stuck
     # contiguous: torch 2.13's median(dim=) of an expanded (stride-0) tensor on the CPU
     # returns uninitialized memory, which made restarts random
     eps = step_size.expand(lp.shape).contiguous()
     tiny = (eps < 1e-3 * eps.median(dim=0, keepdim=True).values) & below_median & ~travelling
-    return far | frozen | tiny | ~finite
+    return stuck | tiny
 
 
 def _donors(stuck: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -242,17 +284,21 @@ class _Snapshots:
         # one preallocated block, a row copied in per snapshot: keeping each snapshot's own
         # tensor alive slowed every warmup transition (see ``run._Recorder``)
         self.block: Tensor | None = None
+        self.rows: tuple[Tensor, ...] = ()  # the block's rows as views (one dispatch less)
         self.used = 0
         self.count = 0
 
     def add(self, position: Tensor) -> None:
         if self.count % self.stride == 0:
-            row = position.reshape(self.chains, self.batch, -1)
             if self.block is None:
-                self.block = row.new_empty((self.capacity,) + tuple(row.shape))
+                self.block = position.new_empty(
+                    (self.capacity, self.chains, self.batch, position[0].numel() // self.batch)
+                )
+                self.rows = self.block.view(self.capacity, *position.shape).unbind(0)
             elif self.used == self.block.shape[0]:  # more snapshots than planned: grow
                 self.block = torch.cat([self.block, torch.empty_like(self.block)])
-            self.block[self.used].copy_(row)
+                self.rows = self.block.view(self.block.shape[0], *position.shape).unbind(0)
+            self.rows[self.used].copy_(position)
             self.used += 1
         self.count += 1
 
@@ -344,35 +390,35 @@ def run_warmup(
     log_eps_sum, log_eps_n = 0.0, 0
     restarts = torch.zeros(chain_shape, dtype=torch.long, device=state.energy.device)
     divergences = torch.zeros_like(restarts)
-    accept_sum = torch.zeros_like(state.energy)
-    accept_n = 0
+    # one running total of each chain's acceptance; a restart check and a slow window read
+    # their means as differences from the total at their start (one addition per step)
+    accept_total = torch.zeros_like(state.energy)
+    steps_done = 0
+    check_total, check_at = accept_total, 0
     eps = step_size
     dual: DualAveraging | None = None
     snaps: _Snapshots | None = None
     restarted_in_window = torch.zeros(chain_shape, dtype=torch.bool, device=restarts.device)
     metric_estimated = not kernel.adapt_mass_matrix
     jitter_on = False  # HMC's automatic step-size jitter (see ``frozen_in_window``)
-    window_accept = torch.zeros_like(state.energy)
-    window_n = 0
+    window_total, window_at = accept_total, 0
     windows_seen = 0
 
-    def accept_at(e: Tensor) -> Tensor:
-        probe = warm.probe_tuning()
-        _, info = warm.step(energy_fn, state, e, metric, generator, event_dim, **probe)
-        return info.acceptance_rate
+    def search(start: Tensor) -> Tensor:  # a shared step size from the chains where they are
+        accept_at = probe_acceptance(warm, energy_fn, state, metric, generator, event_dim)
+        return search_step_size(accept_at, target, start)
 
     last_lp = -state.energy
     checked_at = -1
 
     def do_restarts(i: int) -> None:
-        nonlocal state, eps, accept_sum, accept_n, last_lp, checked_at
+        nonlocal state, eps, check_total, check_at, last_lp, checked_at
         if checked_at == i:
             return
         checked_at = i
-        mean_accept = accept_sum / max(accept_n, 1)
+        mean_accept = (accept_total - check_total) / max(steps_done - check_at, 1)
         stuck = find_stuck_chains(-state.energy, mean_accept, eps, size, last_lp)
-        accept_sum = torch.zeros_like(accept_sum)
-        accept_n = 0
+        check_total, check_at = accept_total, steps_done
         last_lp = -state.energy
         if not restart or not bool(stuck.any()) or bool(stuck.all()):
             return
@@ -399,10 +445,8 @@ def run_warmup(
         start = state
         state, info = step(energy_fn, state, eps, metric, generator, event_dim, **kw)
         acceptance = torch.nan_to_num(info.acceptance_rate, nan=0.0)
-        accept_sum = accept_sum + acceptance
-        accept_n += 1
-        window_accept = window_accept + acceptance
-        window_n += 1
+        accept_total = accept_total + acceptance
+        steps_done += 1
         divergences.add_(info.diverging)
         if kernel.adapt_step_size:
             if i < init_end:  # per chain, no memory: each chain follows its own geometry
@@ -426,7 +470,7 @@ def run_warmup(
         if i in ends:  # a slow window ends: restarts, then the metric from healthy chains
             windows_seen += 1
             if windows_seen >= 2 and not jitter_on:
-                rate = window_accept / max(window_n, 1)
+                rate = (accept_total - window_total) / max(steps_done - window_at, 1)
                 jitter_on = frozen_in_window(rate, restarted_in_window)
             do_restarts(i)
             include = ~restarted_in_window & ~find_stuck_chains(
@@ -443,7 +487,7 @@ def run_warmup(
                 metric_estimated = True
                 if kernel.adapt_step_size:
                     start_eps = torch.ones((), dtype=eps.dtype, device=eps.device)
-                    eps = search_step_size(accept_at, target, start_eps)
+                    eps = search(start_eps)
                     dual = DualAveraging(eps, target, gamma=DAMPED_GAMMA, mu_scale=1.0)
                 if chees is not None:  # the longest direction shrank by sqrt(ratio)
                     chees.restart(min(max(chees.length / math.sqrt(ratio), 0.5), 1e3))
@@ -454,14 +498,13 @@ def run_warmup(
             if i + 1 < terminal:
                 do_restarts(i)
             if kernel.adapt_step_size:
-                eps = search_step_size(accept_at, target, eps.median().clone())
+                eps = search(eps.median().clone())
                 dual = DualAveraging(eps, target, gamma=DAMPED_GAMMA, mu_scale=1.0)
         if (i + 1) in starts:  # a slow window starts at the next iteration
             window_end = next(e for e in ends if e > i)
             snaps = _Snapshots(window_end - i, chain_shape, size)
             restarted_in_window.zero_()
-            window_accept = torch.zeros_like(window_accept)
-            window_n = 0
+            window_total, window_at = accept_total, steps_done
         if progress is not None:
             progress(i, info, divergences, restarts)
     if log_eps_n:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.distributions import MultivariateNormal
@@ -88,3 +90,14 @@ def test_log_ratio_is_not_finite_when_the_proposal_gradient_is_not():
     proposed.grad[1, 0] = float("nan")
     ratio = mala.log_ratio(current, proposed, torch.tensor(0.1, dtype=torch.float64), metric, xi)
     assert torch.isfinite(ratio[[0, 2]]).all() and not torch.isfinite(ratio[1])
+
+
+def test_acceptance_probability_rejects_every_non_finite_ratio_as_diverging():
+    from pyro_ebm.infer.base import acceptance_probability
+
+    inf = float("inf")
+    ratio = torch.tensor([0.0, 3.0, -0.5, -800.0, float("nan"), inf, -inf], dtype=torch.float64)
+    prob, diverging = acceptance_probability(ratio)
+    expected = torch.tensor([1.0, 1.0, math.exp(-0.5), 0.0, 0, 0, 0], dtype=torch.float64)
+    assert torch.allclose(prob, expected.to(prob), rtol=1e-12, atol=0)
+    assert diverging.tolist() == [False, False, False, False, True, True, True]

@@ -202,3 +202,42 @@ def test_window_snapshots_equal_the_positions_they_copied():
     assert float(stacked.abs().min()) > 0  # none of the rows was zeroed with its source
     cov = snaps.estimate(torch.ones(200, dtype=torch.bool), dense=True)
     torch.testing.assert_close(torch.diag(cov), torch.tensor([1.0, 9.0]), rtol=0.15, atol=0.0)
+
+
+def _stuck_by_torch_quantiles(lp, mean_accept, step_size, event_size, previous_lp):
+    """The restart rule written with torch.quantile and torch.median, one call per statistic
+    (the form the one-sort version replaced)."""
+    finite = torch.isfinite(lp)
+    lp_f = torch.where(finite, lp, torch.full_like(lp, -math.inf))
+    floor = torch.finfo(lp.dtype).min
+    ref = torch.quantile(lp_f.nan_to_num(neginf=floor), 0.9, dim=0, keepdim=True)
+    gap = ref - lp_f
+    travelling = finite & (lp_f - previous_lp > 0.1 * gap)
+    far = (gap > 10.0 + 3.0 * math.sqrt(2.0 * event_size)) & ~travelling
+    below_median = lp_f < lp_f.median(dim=0, keepdim=True).values
+    bottom = lp_f < torch.quantile(lp_f.nan_to_num(neginf=floor), 0.1, dim=0, keepdim=True)
+    frozen = (mean_accept < 0.02) & bottom
+    eps = step_size.expand(lp.shape).contiguous()
+    tiny = (eps < 1e-3 * eps.median(dim=0, keepdim=True).values) & below_median & ~travelling
+    return far | frozen | tiny | ~finite
+
+
+@pytest.mark.parametrize("shape", [(64,), (63, 3)])
+def test_find_stuck_chains_equals_the_rule_written_with_torch_quantiles(shape):
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        lp = torch.randn(shape, generator=gen, dtype=F64) * 10 ** (trial % 3)
+        lp[torch.rand(shape, generator=gen) < 0.1] -= 300.0  # lost chains
+        lp[torch.rand(shape, generator=gen) < 0.05] = math.nan
+        lp[torch.rand(shape, generator=gen) < 0.03] = -math.inf
+        before = lp - torch.rand(shape, generator=gen, dtype=F64) * 50
+        accept = torch.rand(shape, generator=gen, dtype=F64) * (trial % 2)
+        eps = torch.exp(torch.randn(shape, generator=gen, dtype=F64) * 4)
+        got = find_stuck_chains(lp, accept, eps, 3, before)
+        assert torch.equal(got, _stuck_by_torch_quantiles(lp, accept, eps, 3, before)), trial
+        assert got.any() and not got.all()
+        shared = torch.tensor(0.3, dtype=F64)  # a shared step: no chain's step is tiny
+        assert torch.equal(
+            find_stuck_chains(lp, accept, shared, 3, before),
+            _stuck_by_torch_quantiles(lp, accept, shared, 3, before),
+        )
