@@ -241,3 +241,30 @@ def test_find_stuck_chains_equals_the_rule_written_with_torch_quantiles(shape):
             find_stuck_chains(lp, accept, shared, 3, before),
             _stuck_by_torch_quantiles(lp, accept, shared, 3, before),
         )
+
+
+def test_step_size_probes_use_a_strided_subset_of_the_chains():
+    from pyro_ebm.infer import MALA
+    from pyro_ebm.infer.base import init_state
+    from pyro_ebm.infer.metric import Metric
+    from pyro_ebm.infer.warmup import SEARCH_CHAINS, probe_acceptance
+
+    seen = []
+
+    def energy(x):
+        seen.append(x.shape[0])
+        return 0.5 * x.square().sum(-1)
+
+    gen = torch.Generator().manual_seed(0)
+    position = torch.randn(1000, 3, generator=gen, dtype=F64)
+    state = init_state(energy, position, 1, with_grad=True)
+    seen.clear()
+    accept_at = probe_acceptance(MALA(), energy, state, Metric((3,)), gen, 1)
+    rates = accept_at(torch.tensor(0.5, dtype=F64))
+    stride = math.ceil(1000 / SEARCH_CHAINS)
+    assert seen == [len(range(0, 1000, stride))] and rates.shape == (len(range(0, 1000, stride)),)
+    assert torch.equal(state.position, position)  # proposals are not taken
+    small = init_state(energy, position[:100], 1, with_grad=True)
+    seen.clear()
+    probe_acceptance(MALA(), energy, small, Metric((3,)), gen, 1)(torch.tensor(0.5, dtype=F64))
+    assert seen == [100]  # fewer chains than the limit: all of them propose
