@@ -10,7 +10,8 @@ posteriordb posteriors, what survives it, and what this warmup does:
    constant-gain Robbins-Monro rule, :math:`\\log\\epsilon \\mathrel{+}= \\tfrac12(a -
    \\delta)` (no memory, so a chain whose geometry changes as it travels follows at once, and
    no chain can drag another's step down). At its end the lost chains are restarted (2.) and
-   one shared step size is searched on the *median* acceptance and then adapted by dual
+   one shared step size is searched on the *median* acceptance (of probe proposals by at most
+   :data:`SEARCH_CHAINS` chains, :func:`probe_acceptance`) and then adapted by dual
    averaging (Hoffman & Gelman 2014) on the mean acceptance of all chains, restarted at every
    mass-matrix update, centred on the searched step (:math:`\\mu = \\log\\epsilon_0`, not
    Stan's :math:`\\log 10\\epsilon_0`) and damped four times more than Stan's
