@@ -226,7 +226,7 @@ def energy_and_grad(fn: EnergyFn, x: Tensor, event_dim: int) -> tuple[Tensor, Te
                 return energy.detach(), torch.full_like(points, math.nan).detach()
         if grad is None:  # energy independent of x
             grad = torch.zeros_like(points)
-        return energy.detach(), grad.detach()
+        return energy.detach(), grad  # autograd.grad without create_graph: no graph to drop
 
     try:
         return _split_on_error(evaluate, x, event_dim)

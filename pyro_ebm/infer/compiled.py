@@ -59,9 +59,10 @@ def _make_transition(energy_fn: Callable, kernel: str, event_shape: torch.Size, 
                 proposed = State(y, energy_fn(y), grad)
             ratio = energy - proposed.energy
         else:
-            y = mala.proposal(current, eps, metric, xi)
+            root = mala.step_root(eps, metric.event_dim)
+            y = mala.proposal(current, eps, metric, xi, root)
             proposed = State(y, *value_and_grad(y))
-            ratio = mala.log_ratio(current, proposed, eps, metric, xi)
+            ratio = mala.log_ratio(current, proposed, eps, metric, xi, root)
         accept_prob, diverging = acceptance_probability(ratio)
         accepted = ~diverging if kernel == "ula" else u < accept_prob
         new = select(accepted, proposed, current, event_dim)

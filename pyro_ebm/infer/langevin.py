@@ -48,12 +48,13 @@ def step(
     training loops that only need it as an occasional diagnostic.
     """
     xi = randn_like(state.position, generator)
-    position = mala.proposal(state, step_size, metric, xi)
+    root = mala.step_root(step_size, metric.event_dim)
+    position = mala.proposal(state, step_size, metric, xi, root)
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
     proposed = State(position, energy, grad)
     if with_acceptance:
         would_accept, diverging = acceptance_probability(
-            mala.log_ratio(state, proposed, step_size, metric, xi)
+            mala.log_ratio(state, proposed, step_size, metric, xi, root)
         )
         finite = ~diverging
     else:

@@ -33,21 +33,43 @@ from .base import (
 )
 from .metric import Metric
 
-__all__ = ["NEEDS_GRAD", "TARGET_ACCEPT", "langevin_log_q", "log_ratio", "proposal", "step"]
+__all__ = [
+    "NEEDS_GRAD",
+    "TARGET_ACCEPT",
+    "langevin_log_q",
+    "log_ratio",
+    "proposal",
+    "step",
+    "step_root",
+]
 
 TARGET_ACCEPT = 0.574
 NEEDS_GRAD = True
 
 
-def proposal(state: State, step_size: Tensor, metric: Metric, xi: Tensor) -> Tensor:
+def step_root(step_size: Tensor, event_dim: int) -> Tensor:
+    """:math:`\\sqrt{\\epsilon / 8}`, broadcastable over a chain's event dimensions: the one
+    constant a transition derives from its step size (the noise scale
+    :math:`\\sqrt{2\\epsilon}` is four times it). Computed once per transition and shared by
+    :func:`proposal` and :func:`log_ratio`."""
+    root = (step_size * 0.125).sqrt()
+    return per_chain(root, event_dim) if step_size.dim() else root
+
+
+def proposal(
+    state: State, step_size: Tensor, metric: Metric, xi: Tensor, root: Tensor | None = None
+) -> Tensor:
     """One Euler-Maruyama step of the preconditioned Langevin diffusion, driven by noise ``xi``.
 
-    ``step_size`` is per chain (shape ``chain_shape``) or a scalar.
+    ``step_size`` is per chain (shape ``chain_shape``) or a scalar; ``root`` is its
+    :func:`step_root` when the caller has it.
     """
     eps = per_chain(step_size, metric.event_dim) if step_size.dim() else step_size
+    if root is None:
+        root = step_root(step_size, metric.event_dim)
     drift = metric.inv_mul(state.grad)
     position = torch.addcmul(state.position, eps, drift, value=-1.0)
-    return torch.addcmul(position, (2 * eps).sqrt(), metric.scale_noise(xi))
+    return torch.addcmul(position, root, metric.scale_noise(xi), value=4.0)
 
 
 def langevin_log_q(to: State, frm: State, step_size: Tensor, metric: Metric) -> Tensor:
@@ -58,7 +80,12 @@ def langevin_log_q(to: State, frm: State, step_size: Tensor, metric: Metric) -> 
 
 
 def log_ratio(
-    current: State, proposed: State, step_size: Tensor, metric: Metric, xi: Tensor
+    current: State,
+    proposed: State,
+    step_size: Tensor,
+    metric: Metric,
+    xi: Tensor,
+    root: Tensor | None = None,
 ) -> Tensor:
     """MH log ratio :math:`E(x) - E(y) + \\log q(x\\mid y) - \\log q(y\\mid x)` per chain.
 
@@ -75,11 +102,11 @@ def log_ratio(
 
     one product with :math:`L^\\top` and no solve, and no cancellation between two large
     squared norms (:func:`langevin_log_q` is the direct form it equals). A non-finite energy
-    or gradient at the proposal makes the ratio non-finite.
+    or gradient at the proposal makes the ratio non-finite. ``root`` is the step size's
+    :func:`step_root` when the caller has it.
     """
-    root = (step_size * 0.125).sqrt()
-    if step_size.dim():
-        root = per_chain(root, metric.event_dim)
+    if root is None:
+        root = step_root(step_size, metric.event_dim)
     u = metric.scale_t(current.grad + proposed.grad) * root
     correction = sum_event(u * (xi - u), metric.event_dim)
     return torch.add(current.energy - proposed.energy, correction, alpha=2.0)
@@ -95,8 +122,9 @@ def step(
 ) -> tuple[State, Info]:
     """One MALA transition of every chain; returns the new state and per-chain diagnostics."""
     xi = randn_like(state.position, generator)
-    position = proposal(state, step_size, metric, xi)
+    root = step_root(step_size, metric.event_dim)
+    position = proposal(state, step_size, metric, xi, root)
     energy, grad = energy_and_grad(energy_fn, position, event_dim)
     proposed = State(position, energy, grad)
-    ratio = log_ratio(state, proposed, step_size, metric, xi)
+    ratio = log_ratio(state, proposed, step_size, metric, xi, root)
     return metropolis_select(state, proposed, ratio, event_dim, generator)

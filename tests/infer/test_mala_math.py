@@ -101,3 +101,21 @@ def test_acceptance_probability_rejects_every_non_finite_ratio_as_diverging():
     expected = torch.tensor([1.0, 1.0, math.exp(-0.5), 0.0, 0, 0, 0], dtype=torch.float64)
     assert torch.allclose(prob, expected.to(prob), rtol=1e-12, atol=0)
     assert diverging.tolist() == [False, False, False, False, True, True, True]
+
+
+@pytest.mark.parametrize("per_chain", [False, True])
+def test_a_transition_shares_one_step_root_between_proposal_and_ratio(per_chain):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 2, 2, generator=gen, dtype=torch.float64)
+    metric = Metric(torch.Size((2, 2)), _inv_mass("dense", (2, 2)))
+    eps = torch.rand(5, generator=gen, dtype=torch.float64) if per_chain else torch.tensor(0.3)
+    eps = eps.to(torch.float64)
+    xi = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    current = _state(x)
+    root = mala.step_root(eps, metric.event_dim)
+    assert torch.allclose((4 * root).square(), 2 * eps.reshape(root.shape), rtol=1e-15)
+    y = mala.proposal(current, eps, metric, xi, root)
+    assert torch.equal(y, mala.proposal(current, eps, metric, xi))
+    proposed = _state(y)
+    shared = mala.log_ratio(current, proposed, eps, metric, xi, root)
+    assert torch.equal(shared, mala.log_ratio(current, proposed, eps, metric, xi))
